@@ -1,0 +1,319 @@
+"""The test rig: bridges, "VMs" with real DHCP clients, an IPAM file, the
+agent as a real process. Everything lives in the isolated "host" made by
+tests/isolated; every helper cleans up by name and PID."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+from pyroute2 import IPRoute, NetNS, netns
+
+from vdsm_dhcp import control, dnsmasq
+from vdsm_dhcp.fileutil import atomic_write
+from vdsm_dhcp.netns_exec import netns_preexec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DHCP_SCRIPT = os.path.join(HERE, 'dhcp-script')
+BIN = os.path.dirname(sys.executable)
+
+
+def wait_for(predicate, timeout=10.0, interval=0.01, what='condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %ss waiting for %s'
+                                 % (timeout, what))
+        time.sleep(interval)
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def mac(n, prefix='fa:16:3e'):
+    return '%s:%02x:%02x:%02x' % (prefix, (n >> 16) & 255, (n >> 8) & 255,
+                                  n & 255)
+
+
+def write_conf(path, base, host='host-a', **extra):
+    """A config file whose every path is under `base`."""
+    sections = {'DEFAULT': {
+        'networks_file': os.path.join(base, 'networks.json'),
+        'state_dir': os.path.join(base, 'state'),
+        'run_dir': os.path.join(base, 'run'),
+        'host': host,
+        'agent_unit': 'vdsm-dhcp-agent-%s.service' % uuid.uuid4().hex[:8],
+        'supervise_interval': '0.1',
+    }, 'file': {'path': os.path.join(base, 'ipam.json')}}
+    for key, value in extra.items():
+        group, _, name = key.rpartition('__')
+        sections.setdefault(group or 'DEFAULT', {})[name] = str(value)
+    with open(path, 'w') as f:
+        for group, values in sections.items():
+            f.write('[%s]\n' % group)
+            for k, v in values.items():
+                f.write('%s = %s\n' % (k, v))
+    return path
+
+
+class Ipam:
+    """A Neutron-shaped IPAM document, written atomically on save()."""
+
+    clock = 0   # created_at of ports: the first created wins a conflict
+
+    def __init__(self, path):
+        self.path = path
+        self.networks, self.subnets, self.ports = [], [], []
+
+    def network(self, mtu=1500, **extra):
+        net = dict(id=new_id(), name='net', admin_state_up=True, mtu=mtu,
+                   **extra)
+        self.networks.append(net)
+        return net
+
+    def subnet(self, net, cidr, gateway=None, dns=(), routes=(),
+               ip_version=4, enable_dhcp=True, **extra):
+        sub = dict(id=new_id(), network_id=net['id'], cidr=cidr,
+                   gateway_ip=gateway, dns_nameservers=list(dns),
+                   host_routes=[{'destination': d, 'nexthop': h}
+                                for d, h in routes],
+                   ip_version=ip_version, enable_dhcp=enable_dhcp, **extra)
+        self.subnets.append(sub)
+        return sub
+
+    def port(self, net, mac_address, ips, device_owner='compute:nova',
+             host='', **extra):
+        """ips: [(subnet, ip)]"""
+        Ipam.clock += 1
+        created = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(
+            1700000000 + Ipam.clock))
+        port = dict(id=new_id(), network_id=net['id'], created_at=created,
+                    mac_address=mac_address, device_owner=device_owner,
+                    fixed_ips=[{'subnet_id': s['id'], 'ip_address': ip}
+                               for s, ip in ips],
+                    **{'binding:host_id': host}, **extra)
+        self.ports.append(port)
+        return port
+
+    def dhcp_port(self, net, mac_address, ips, host):
+        return self.port(net, mac_address, ips, device_owner='network:dhcp',
+                         host=host)
+
+    def remove(self, port):
+        self.ports.remove(port)
+
+    def save(self):
+        atomic_write(self.path, json.dumps({
+            'networks': self.networks, 'subnets': self.subnets,
+            'ports': self.ports}))
+
+
+def write_networks(conf_base, pairs):
+    """The networks file as setDHCP writes it: pairs of (name, quantumId)."""
+    from vdsm_dhcp import networks_file
+    networks_file.write(os.path.join(conf_base, 'networks.json'),
+                        [networks_file.Network(n, q) for n, q in pairs])
+
+
+class Lab:
+    """Bridges and VMs of one test; close() removes all it made."""
+
+    def __init__(self):
+        self.bridges, self.namespaces, self.procs = [], [], []
+        self.tag = uuid.uuid4().hex[:5]
+        self.dir = tempfile.mkdtemp(prefix='vdsm-dhcp-lab-')
+
+    def bridge(self, name, mtu=1500):
+        with IPRoute() as ipr:
+            ipr.link('add', ifname=name, kind='bridge')
+            index = ipr.link_lookup(ifname=name)[0]
+            ipr.link('set', index=index, mtu=mtu, state='up')
+        self.bridges.append(name)
+        return name
+
+    def del_bridge(self, name):
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=name)
+            if index:
+                ipr.link('del', index=index[0])
+        if name in self.bridges:
+            self.bridges.remove(name)
+
+    def vm(self, bridge, mac_address):
+        return VM(self, bridge, mac_address)
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for ns in self.namespaces:
+            try:
+                netns.remove(ns)
+            except OSError:
+                pass
+        for name in list(self.bridges):
+            self.del_bridge(name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class VM:
+    """A namespace with eth0 on a bridge: the vNIC of a VM."""
+    count = 0
+
+    def __init__(self, lab, bridge, mac_address):
+        VM.count += 1
+        self.lab = lab
+        self.mac = mac_address
+        self.ns = 'vm-%s-%d' % (lab.tag, VM.count)
+        host_if = 'vm%s%d' % (lab.tag, VM.count)
+        netns.create(self.ns)
+        lab.namespaces.append(self.ns)
+        with IPRoute() as ipr:
+            ipr.link('add', ifname=host_if, kind='veth',
+                     peer={'ifname': 'eth0', 'net_ns_fd': self.ns})
+            br = ipr.link_lookup(ifname=bridge)[0]
+            ipr.link('set', index=ipr.link_lookup(ifname=host_if)[0],
+                     master=br, state='up')
+        with NetNS(self.ns) as ns:
+            ns.link('set', index=ns.link_lookup(ifname='lo')[0], state='up')
+            index = ns.link_lookup(ifname='eth0')[0]
+            ns.link('set', index=index, address=mac_address)
+            ns.link('set', index=index, state='up')
+        self.out = os.path.join(lab.dir, 'lease-%s' % self.ns)
+
+    def run(self, argv, **kw):
+        with netns_preexec(self.ns) as enter:
+            return subprocess.run(argv, preexec_fn=enter, **kw)
+
+    def dhcp(self, tries=3, timeout=1):
+        """One udhcpc exchange, no retries beyond `tries` discovers.
+        Returns the lease as a dict of the script's environment, or None."""
+        try:
+            os.unlink(self.out)
+        except FileNotFoundError:
+            pass
+        env = dict(os.environ, VDSM_DHCP_LEASE_OUT=self.out)
+        result = self.run(['udhcpc', '-i', 'eth0', '-n', '-q', '-f',
+                           '-t', str(tries), '-T', str(timeout),
+                           '-O', 'staticroutes', '-O', 'mtu',
+                           '-s', DHCP_SCRIPT],
+                          env=env, capture_output=True, timeout=30)
+        if result.returncode != 0 or not os.path.exists(self.out):
+            return None
+        return read_env(self.out)
+
+    def dhcp6(self, stateless=False, timeout=10):
+        """One dhclient -6 exchange; the lease as the script saw it."""
+        try:
+            os.unlink(self.out)
+        except FileNotFoundError:
+            pass
+        env = dict(os.environ, VDSM_DHCP_LEASE_OUT=self.out)
+        lease = self.out + '.leases'
+        pidf = self.out + '.pid'
+        args = ['dhclient', '-6', '-1', '-v', '-sf', DHCP_SCRIPT,
+                '-lf', lease, '-pf', pidf]
+        if stateless:
+            args.append('-S')
+        args.append('eth0')
+        try:
+            self.run(args, env=env, capture_output=True, timeout=timeout)
+        finally:
+            self.run(['dhclient', '-6', '-x', '-pf', pidf, '-lf', lease,
+                      '-sf', DHCP_SCRIPT, 'eth0'], env=env,
+                     capture_output=True, timeout=10)
+            for path in (lease, pidf):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return read_env(self.out) if os.path.exists(self.out) else None
+
+
+def read_env(path):
+    result = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.rstrip('\n').partition('=')
+            result[key] = value
+    return result
+
+
+class AgentProcess:
+    """vdsm-dhcp-agent run by hand, in the foreground, as an operator
+    would: no systemd involved."""
+
+    def __init__(self, conf_path, conf, log_path):
+        self.conf_path, self.conf, self.log_path = conf_path, conf, log_path
+        self.proc = None
+
+    def start(self, wait=True):
+        log = open(self.log_path, 'ab')
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, 'vdsm-dhcp-agent'), '--config-file',
+             self.conf_path], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        if wait:
+            wait_for(self.answers, 20, what='agent control socket')
+        return self
+
+    def answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError('agent exited with %s:\n%s'
+                                 % (self.proc.returncode, self.log()))
+        try:
+            return control.call(self.conf, 'status', timeout=2)
+        except control.ControlError:
+            return None
+
+    def status(self):
+        return control.call(self.conf, 'status')
+
+    def network(self, name):
+        for n in self.status()['networks']:
+            if n['name'] == name:
+                return n
+        raise KeyError(name)
+
+    def wait_served(self, name, timeout=20):
+        return wait_for(lambda: self.network(name)['served'] and
+                        self.network(name), timeout,
+                        what='network %s served' % name)
+
+    def reload(self):
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+
+def kill_leftover_dnsmasq(state_dir):
+    """Last resort for a failed test: end the dnsmasq processes under
+    state_dir, by the PID in their pid files (checked against cmdline)."""
+    if not os.path.isdir(state_dir):
+        return
+    for qid in os.listdir(state_dir):
+        files = dnsmasq.Files(state_dir, qid)
+        pid = dnsmasq.read_pid(files)
+        argv = dnsmasq.proc_cmdline(pid) if pid else None
+        if argv and '--pid-file=' + files.pid in argv:
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,200 @@
+"""End to end: real dnsmasq, real udhcpc/dhclient in VM namespaces."""
+import os
+import signal
+import time
+
+import pytest
+
+from tests import rig
+from tests.rig import mac, wait_for
+
+
+def one_network(host, lab, name='red', cidr='10.10.0.0/24', prefix='10.10.0',
+                mtu=1450, vms=1, host_name='host-a'):
+    ipam = host.ipam
+    net = ipam.network(mtu=mtu)
+    sub = ipam.subnet(net, cidr, gateway=prefix + '.1',
+                      dns=[prefix + '.53'],
+                      routes=[('192.168.77.0/24', prefix + '.254')])
+    ipam.dhcp_port(net, mac(0xd0000 + len(ipam.ports)), [(sub, prefix + '.2')],
+                   host=host_name)
+    ports = [ipam.port(net, mac(0x10000 + len(ipam.ports)),
+                       [(sub, '%s.%d' % (prefix, 10 + i))])
+             for i in range(vms)]
+    ipam.save()
+    if name not in lab.bridges:
+        lab.bridge(name)
+    return net, sub, ports
+
+
+def test_vm_gets_its_port_ip_gateway_dns_routes_mtu(host, lab):
+    net, sub, (port,) = one_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    status = agent.wait_served('red')
+    assert status['dhcp_ips'] == ['10.10.0.2/24']
+    assert status['hosts'] == 1
+    vm = lab.vm('red', port['mac_address'])
+    lease = vm.dhcp()
+    assert lease is not None, agent.log()
+    assert lease['ip'] == '10.10.0.10'
+    assert lease['router'] == '10.10.0.1'
+    assert lease['dns'].split() == ['10.10.0.53']
+    assert lease['mtu'] == '1450'
+    assert lease['staticroutes'].split() == [
+        '192.168.77.0/24', '10.10.0.254', '0.0.0.0/0', '10.10.0.1']
+    assert lease['serverid'] == '10.10.0.2'
+
+
+def test_unknown_mac_and_unlisted_bridge_get_no_offer(host, lab):
+    net, sub, (port,) = one_network(host, lab)
+    # a second network, known to the IPAM, with a bridge, but not listed
+    other, osub, (oport,) = one_network(host, lab, name='blue',
+                                        cidr='10.20.0.0/24', prefix='10.20.0')
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    agent.wait_served('red')
+    assert lab.vm('red', mac(0xeeeee)).dhcp(tries=2) is None
+    assert lab.vm('blue', oport['mac_address']).dhcp(tries=2) is None
+    names = [n['name'] for n in agent.status()['networks']]
+    assert names == ['red']
+
+
+def test_port_added_and_removed_while_running_no_restart(host, lab):
+    net, sub, (port,) = one_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    new = host.ipam.port(net, mac(0x20001), [(sub, '10.10.0.77')])
+    host.ipam.save()
+    vm = lab.vm('red', new['mac_address'])
+    wait_for(lambda: agent.network('red')['hosts'] == 2, what='new host')
+    lease = vm.dhcp()
+    assert lease and lease['ip'] == '10.10.0.77'
+    host.ipam.remove(new)
+    host.ipam.save()
+    wait_for(lambda: agent.network('red')['hosts'] == 1, what='host gone')
+    # the lease dnsmasq granted is still remembered, but the host is gone:
+    # a new exchange gets no address (static ranges only)
+    wait_for(lambda: vm.dhcp(tries=1) is None, timeout=5,
+             what='removed port no longer served')
+    assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
+    status = agent.network('red')
+    assert status['dnsmasq_pid'] == pid
+    assert status['restarts'] == 0
+
+
+def test_changed_port_ip_is_served_after_reload(host, lab):
+    net, sub, (port,) = one_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    vm = lab.vm('red', port['mac_address'])
+    assert vm.dhcp()['ip'] == '10.10.0.10'
+    port['fixed_ips'][0]['ip_address'] = '10.10.0.99'
+    host.ipam.save()
+    wait_for(lambda: (vm.dhcp(tries=1) or {}).get('ip') == '10.10.0.99',
+             timeout=5, what='the new IP')
+    assert agent.network('red')['dnsmasq_pid'] == pid
+
+
+def test_dropped_network_torn_down_and_late_bridge_served(host, lab):
+    import os
+    red, rsub, (rport,) = one_network(host, lab)
+    blue, bsub, (bport,) = one_network(host, lab, name='blue',
+                                       cidr='10.20.0.0/24', prefix='10.20.0')
+    lab.del_bridge('blue')
+    host.networks(('red', red['id']), ('blue', blue['id']))
+    agent = host.agent()
+    agent.wait_served('red')
+    st = agent.network('blue')
+    assert not st['served']
+    assert st['reason'] == 'bridge blue does not exist on this host'
+    started = time.monotonic()
+    lab.bridge('blue')
+    agent.wait_served('blue', timeout=5)
+    assert time.monotonic() - started < 1.5   # "within a second", + slack
+    assert lab.vm('blue', bport['mac_address']).dhcp()['ip'] == '10.20.0.10'
+    red_pid = agent.network('red')['dnsmasq_pid']
+    # drop red from the list: its namespace and dnsmasq go
+    host.networks(('blue', blue['id']))
+    agent.reload()
+    wait_for(lambda: not os.path.exists('/run/netns/qdhcp-' + red['id']),
+             timeout=5, what='red namespace removed')
+    assert [n['name'] for n in agent.status()['networks']] == ['blue']
+    assert not os.path.exists('/proc/%d' % red_pid)
+    assert not os.path.exists(os.path.join(host.conf.state_dir, red['id']))
+    # the bridge goes away: blue is unplugged
+    lab.del_bridge('blue')
+    wait_for(lambda: not os.path.exists('/run/netns/qdhcp-' + blue['id']),
+             timeout=5, what='blue unplugged')
+    st = agent.network('blue')
+    assert not st['served'] and st['reason'] == \
+        'bridge blue does not exist on this host'
+
+
+def test_agent_kill_9_keeps_dhcp_and_next_agent_adopts(host, lab):
+    net, sub, ports = one_network(host, lab, vms=2)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    vm1, vm2 = (lab.vm('red', p['mac_address']) for p in ports)
+    assert vm1.dhcp()['ip'] == '10.10.0.10'
+    agent.kill()
+    # no agent: the running VM renews, a new VM still gets its lease
+    assert vm1.dhcp()['ip'] == '10.10.0.10'
+    assert vm2.dhcp()['ip'] == '10.10.0.11'
+    agent2 = host.agent()
+    st = agent2.wait_served('red')
+    assert st['dnsmasq_pid'] == pid
+    assert st['adopted'] and st['restarts'] == 0
+    # adopted and in control: a new port reaches the same dnsmasq
+    new = host.ipam.port(net, mac(0x30001), [(sub, '10.10.0.88')])
+    host.ipam.save()
+    wait_for(lambda: agent2.network('red')['hosts'] == 3, what='new host')
+    assert lab.vm('red', new['mac_address']).dhcp()['ip'] == '10.10.0.88'
+    assert agent2.network('red')['dnsmasq_pid'] == pid
+
+
+def test_dnsmasq_kill_9_is_back_within_2s(host, lab):
+    import os
+    net, sub, (port,) = one_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: agent.network('red')['dnsmasq_pid'] not in (pid, None)
+             and agent.network('red')['served'], timeout=5,
+             what='dnsmasq respawned')
+    assert time.monotonic() - killed < 2.0
+    assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
+
+
+def test_hostile_ipam_data_skips_only_the_bad_ports(host, lab):
+    net, sub, (good,) = one_network(host, lab)
+    ipam = host.ipam
+    ipam.port(net, mac(0x40001), [(sub, '10.10.0.20')],
+              dns_name='evil\ndhcp-range=0.0.0.0')
+    ipam.port(net, mac(0x40002), [(sub, '10.10.0.21')], dns_name='a,b')
+    ipam.port(net, 'not-a-mac', [(sub, '10.10.0.22')])
+    ipam.port(net, mac(0x40003), [(sub, '10.99.0.23')])
+    ipam.port(net, mac(0x40004), [(sub, '10.10.0.10')])  # duplicate IP
+    fine = ipam.port(net, mac(0x40005), [(sub, '10.10.0.30')],
+                     dns_name='fine-vm')
+    ipam.save()
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    st = agent.wait_served('red')
+    assert st['hosts'] == 2
+    problems = '\n'.join(st['problems'])
+    assert 'is not a valid DNS name' in problems
+    assert "'not-a-mac' is not a MAC address" in problems
+    assert 'IP 10.99.0.23 is outside its subnet' in problems
+    assert 'IP 10.10.0.10 is also port %s' % good['id'] in problems
+    log = agent.log()
+    assert 'is not a MAC address' in log and 'outside its subnet' in log
+    assert lab.vm('red', good['mac_address']).dhcp()['ip'] == '10.10.0.10'
+    lease = lab.vm('red', fine['mac_address']).dhcp()
+    assert lease['ip'] == '10.10.0.30' and lease['hostname'] == 'fine-vm'
+    assert lab.vm('red', mac(0x40001)).dhcp(tries=1) is None

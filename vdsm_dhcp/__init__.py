@@ -1,0 +1,1 @@
+"""vdsm-dhcp: host-side DHCP for oVirt hosts, addresses owned by Quantum/Neutron."""

@@ -1,0 +1,44 @@
+"""Errors carrying VDSM's status codes (lib/vdsm/common/exception.py)."""
+
+ERR_BAD_PARAMS = 21
+ERR_BAD_BRIDGE = 27
+RESOURCE_UNAVAILABLE = 40
+GENERAL_EXCEPTION = 100
+
+DONE = {'status': {'code': 0, 'message': 'Done'}}
+
+
+class VdsmDhcpError(Exception):
+    code = GENERAL_EXCEPTION
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self):
+        return str(self)
+
+    def envelope(self):
+        return {'status': {'code': self.code, 'message': self.message}}
+
+
+class BadParams(VdsmDhcpError):
+    code = ERR_BAD_PARAMS
+
+
+class BadBridge(VdsmDhcpError):
+    code = ERR_BAD_BRIDGE
+
+
+class Busy(VdsmDhcpError):
+    code = RESOURCE_UNAVAILABLE
+
+
+class NetworksFileError(VdsmDhcpError):
+    """The networks file on disk cannot be read or parsed."""
+
+
+class SystemdError(VdsmDhcpError):
+    """systemd refused or failed an operation on the agent unit."""

@@ -1,0 +1,15 @@
+"""Every option of every module, for oslo-config-generator and config.load."""
+import itertools
+
+
+def list_opts():
+    from vdsm_dhcp import agent, config, control, dnsmasq, interface, source
+    return [
+        ('DEFAULT', list(itertools.chain(config.common_opts,
+                                         source.source_opts,
+                                         agent.agent_opts,
+                                         control.control_opts))),
+        ('file', list(source.file_opts)),
+        ('dnsmasq', list(dnsmasq.dnsmasq_opts)),
+        ('interface', list(interface.interface_opts)),
+    ]

@@ -1,0 +1,115 @@
+"""IPAM sources: networks, subnets and ports in Neutron API v2 shape.
+
+A source is anything with this interface; the agent knows nothing else:
+  start(on_change)  begin watching; call on_change() (from any thread)
+                    whenever the data may have changed
+  snapshot(ids)     a desired.Snapshot of those network ids; raises
+                    SourceError when the IPAM cannot be read
+  status()          a dict for `vdsm-dhcp status`
+  stop()
+The `file` source is the embedded default; the Neutron API source plugs in
+through make_source().
+"""
+import json
+import logging
+import os
+import threading
+import time
+
+from oslo_config import cfg
+
+from vdsm_dhcp.desired import Snapshot
+from vdsm_dhcp.inotify import DirWatch
+
+log = logging.getLogger(__name__)
+
+source_opts = [
+    cfg.StrOpt('source', default='file', choices=['file'],
+               help='Where networks, subnets and ports come from.'),
+]
+file_opts = [
+    cfg.StrOpt('path', default='/etc/vdsm-dhcp/ipam.json',
+               help='A JSON document {"networks": [...], "subnets": [...], '
+                    '"ports": [...]} in Neutron API v2 shape, re-read when '
+                    'it changes.'),
+]
+
+
+class SourceError(Exception):
+    pass
+
+
+class FileSource:
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self._stat = None
+        self._snapshot = None
+        self._error = None
+        self._loaded_at = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def start(self, on_change):
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        self._watch = DirWatch(directory)
+        name = os.path.basename(self.path)
+
+        def loop():
+            while not self._stopped.is_set():
+                if name in self._watch.read(timeout=1.0):
+                    on_change()
+        threading.Thread(target=loop, name='file-source',
+                         daemon=True).start()
+
+    def stop(self):
+        self._stopped.set()
+
+    def _load(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise SourceError('IPAM file %s does not exist' % self.path)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self._stat:
+            return self._snapshot
+        try:
+            with open(self.path, 'rb') as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SourceError('IPAM file %s: %s' % (self.path, e)) from None
+        if not isinstance(doc, dict) or not all(
+                isinstance(doc.get(k, []), list)
+                for k in ('networks', 'subnets', 'ports')):
+            raise SourceError('IPAM file %s: expected {"networks": [...], '
+                              '"subnets": [...], "ports": [...]}' % self.path)
+        self._snapshot = Snapshot.from_lists(doc.get('networks', []),
+                                             doc.get('subnets', []),
+                                             doc.get('ports', []))
+        self._stat = key
+        self._loaded_at = time.time()
+        return self._snapshot
+
+    def snapshot(self, network_ids):
+        with self._lock:
+            try:
+                snap = self._load()
+                self._error = None
+            except SourceError as e:
+                self._error = str(e)
+                raise
+        ids = set(network_ids)
+        return Snapshot({k: v for k, v in snap.networks.items() if k in ids},
+                        {k: v for k, v in snap.subnets.items() if k in ids},
+                        {k: v for k, v in snap.ports.items() if k in ids})
+
+    def status(self):
+        return {'type': 'file', 'path': self.path,
+                'reachable': self._error is None, 'error': self._error,
+                'loaded_at': self._loaded_at}
+
+
+def make_source(conf):
+    if conf.source == 'file':
+        return FileSource(conf.file.path)
+    raise SourceError('unknown source %r' % conf.source)

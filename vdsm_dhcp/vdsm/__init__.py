@@ -1,0 +1,1 @@
+"""VDSM drop-ins."""

@@ -1,0 +1,44 @@
+"""vdsm-tool drop-in, installed as site-packages/vdsm/tool/vdsm_dhcp.py.
+
+vdsm-tool loads every module of vdsm/tool and offers each @expose(name)'d
+function as a command, called with the command name and its arguments
+(like ovirt-provider-ovn's ovn-config). What it returns is the exit status,
+which is why these are not wrapped in vdsm.tool.requiresRoot: its wrapper
+drops the return value.
+"""
+from vdsm_dhcp import cli
+
+from . import expose  # resolves to vdsm.tool once installed
+
+
+def _run(subcommand, args):
+    # args[0] is the vdsm-tool command name itself.
+    return cli.main([subcommand] + list(args[1:]))
+
+
+@expose('dhcp-set')
+def dhcp_set(*args):
+    """
+    dhcp-set NAME=UUID [NAME=UUID ...] | --json FILE
+    Serve DHCP on exactly these VDSM networks, each with the Quantum network
+    owning its addresses (what the Host.setDHCP verb does).
+    """
+    return _run('set', args)
+
+
+@expose('dhcp-clear')
+def dhcp_clear(*args):
+    """
+    dhcp-clear
+    Stop serving DHCP on this host (Host.setDHCP with an empty list).
+    """
+    return _run('clear', args)
+
+
+@expose('dhcp-status')
+def dhcp_status(*args):
+    """
+    dhcp-status [--json]
+    Show the vdsm-dhcp agent, its networks, and what each one serves.
+    """
+    return _run('status', args)
