@@ -33,15 +33,31 @@ class Host:
         rig.write_networks(self.base, pairs)
 
     def cleanup(self):
+        """Every step runs even if an earlier one fails (a broken test
+        must still leave no process, namespace or file behind)."""
+        errors = []
+        for step in (self._stop_unit, self._stop_agents, self._sweep):
+            try:
+                step()
+            except Exception as e:
+                errors.append('%s: %r' % (step.__name__, e))
+        if errors:
+            raise AssertionError('cleanup of %s: %s' % (self.base, errors))
+
+    def _stop_unit(self):
         rig.write_networks(self.base, [])
         if os.environ.get('DBUS_SYSTEM_BUS_ADDRESS'):
             from vdsm_dhcp.systemd import Systemd
             Systemd().stop(self.conf.agent_unit, timeout=60)
+
+    def _stop_agents(self):
         for agent in self.agents:
             try:
                 agent.stop(timeout=30)
             except subprocess.TimeoutExpired:
                 agent.kill()
+
+    def _sweep(self):
         subprocess.run([os.path.join(rig.BIN, 'vdsm-dhcp-agent'),
                         '--config-file', self.conf_path, '--cleanup'],
                        timeout=60, capture_output=True)
@@ -79,9 +95,14 @@ def make_host(tmp_path, lab):
     try:
         yield make
     finally:
+        failed = []
         for host in hosts:
-            host.cleanup()
+            try:
+                host.cleanup()
+            except AssertionError as e:
+                failed.append(str(e))
         shutil.rmtree(base, ignore_errors=True)
+        assert not failed, failed
 
 
 @pytest.fixture

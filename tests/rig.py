@@ -74,8 +74,8 @@ class Ipam:
         self.networks, self.subnets, self.ports = [], [], []
 
     def network(self, mtu=1500, **extra):
-        net = dict(id=new_id(), name='net', admin_state_up=True, mtu=mtu,
-                   **extra)
+        net = dict(dict(id=new_id(), name='net', admin_state_up=True,
+                        mtu=mtu), **extra)
         self.networks.append(net)
         return net
 
@@ -150,6 +150,11 @@ class Lab:
     def vm(self, bridge, mac_address):
         return VM(self, bridge, mac_address)
 
+    def remove_vm(self, vm):
+        """Remove one VM now (long loops would otherwise pile them up)."""
+        self.namespaces.remove(vm.ns)
+        netns.remove(vm.ns)
+
     def close(self):
         for proc in self.procs:
             if proc.poll() is None:
@@ -210,33 +215,6 @@ class VM:
         if result.returncode != 0 or not os.path.exists(self.out):
             return None
         return read_env(self.out)
-
-    def dhcp6(self, stateless=False, timeout=10):
-        """One dhclient -6 exchange; the lease as the script saw it."""
-        try:
-            os.unlink(self.out)
-        except FileNotFoundError:
-            pass
-        env = dict(os.environ, VDSM_DHCP_LEASE_OUT=self.out)
-        lease = self.out + '.leases'
-        pidf = self.out + '.pid'
-        args = ['dhclient', '-6', '-1', '-v', '-sf', DHCP_SCRIPT,
-                '-lf', lease, '-pf', pidf]
-        if stateless:
-            args.append('-S')
-        args.append('eth0')
-        try:
-            self.run(args, env=env, capture_output=True, timeout=timeout)
-        finally:
-            self.run(['dhclient', '-6', '-x', '-pf', pidf, '-lf', lease,
-                      '-sf', DHCP_SCRIPT, 'eth0'], env=env,
-                     capture_output=True, timeout=10)
-            for path in (lease, pidf):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-        return read_env(self.out) if os.path.exists(self.out) else None
 
 
 def read_env(path):
@@ -317,3 +295,130 @@ def kill_leftover_dnsmasq(state_dir):
         argv = dnsmasq.proc_cmdline(pid) if pid else None
         if argv and '--pid-file=' + files.pid in argv:
             os.kill(pid, signal.SIGKILL)
+
+
+class VM6(VM):
+    """A VM whose eth0 has IPv6 DAD off, set before the link comes up: its
+    link-local address is usable at once (a DHCPv6 client needs it; with
+    DAD on it stays tentative for ~1-2 s and dhclient -6 fails to bind)."""
+
+    def __init__(self, lab, bridge, mac_address):
+        VM.count += 1
+        self.lab = lab
+        self.mac = mac_address
+        self.ns = 'vm-%s-%d' % (lab.tag, VM.count)
+        host_if = 'vm%s%d' % (lab.tag, VM.count)
+        netns.create(self.ns)
+        lab.namespaces.append(self.ns)
+        self.out = os.path.join(lab.dir, 'lease-%s' % self.ns)
+        # eth0 takes "default" when created in the namespace; set it too
+        for conf in ('default', 'all'):
+            self.sysctl('net.ipv6.conf.%s.accept_dad=0' % conf)
+        with IPRoute() as ipr:
+            ipr.link('add', ifname=host_if, kind='veth',
+                     peer={'ifname': 'eth0', 'net_ns_fd': self.ns})
+            br = ipr.link_lookup(ifname=bridge)[0]
+            ipr.link('set', index=ipr.link_lookup(ifname=host_if)[0],
+                     master=br, state='up')
+        self.sysctl('net.ipv6.conf.eth0.accept_dad=0')
+        with NetNS(self.ns) as ns:
+            ns.link('set', index=ns.link_lookup(ifname='lo')[0], state='up')
+            index = ns.link_lookup(ifname='eth0')[0]
+            ns.link('set', index=index, address=mac_address)
+            ns.link('set', index=index, state='up')
+
+    def sysctl(self, setting):
+        """sysctl -w in the VM's network namespace (/proc/sys/net is the
+        opener's namespace)."""
+        self.run(['sysctl', '-q', '-w', setting], check=True,
+                 capture_output=True, timeout=10)
+
+    def link_local(self):
+        """eth0's fe80:: address once it is usable (not tentative)."""
+        with NetNS(self.ns) as ns:
+            index = ns.link_lookup(ifname='eth0')[0]
+            for addr in ns.get_addr(index=index, family=10):
+                ip = addr.get_attr('IFA_ADDRESS')
+                flags = addr.get_attr('IFA_FLAGS') or addr['flags']
+                if ip.startswith('fe80:') and not flags & 0x40:  # TENTATIVE
+                    return ip
+        return None
+
+    def dhcp6(self, stateless=False, timeout=10):
+        """One dhclient -6 exchange; the lease as the script saw it, or None
+        when nothing was bound within `timeout` (dhclient -6 retries for
+        ever when no server answers).
+
+        The lease file path reaches the script through
+        `dhclient -e` (dhclient runs its script with an environment of its
+        own, not ours: the script would write `.tmp` in the cwd), and
+        dhclient runs in the foreground (-d), ended by its PID once the
+        script recorded the lease: without -d, a dhclient -6 still
+        soliciting goes to the background and outlives a timeout."""
+        for path in (self.out, self.out + '.tmp'):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        lease = self.out + '.leases'
+        pidf = self.out + '.pid'
+        # DUID-LL: from the MAC, the same in every call (a VM keeps its
+        # DUID; a new DUID-LLT per call finds the address still leased to
+        # the previous one: dnsmasq answers "no addresses available")
+        args = ['dhclient', '-6', '-d', '-v', '-D', 'LL', '-sf', DHCP_SCRIPT,
+                '-lf', lease, '-pf', pidf,
+                '-e', 'VDSM_DHCP_LEASE_OUT=' + self.out]
+        if stateless:
+            args.append('-S')
+        args.append('eth0')
+        log = open(self.out + '.log', 'wb')
+        try:
+            with netns_preexec(self.ns) as enter:
+                proc = subprocess.Popen(args, preexec_fn=enter, stdout=log,
+                                        stderr=log, stdin=subprocess.DEVNULL,
+                                        cwd=self.lab.dir)
+        finally:
+            log.close()
+        try:
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(self.out) and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            _kill_pidfile(pidf, 'dhclient')
+            for path in (lease, pidf):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return read_env(self.out) if os.path.exists(self.out) else None
+
+    def dhclient_log(self):
+        """dhclient's -v output of the last dhcp6()."""
+        try:
+            with open(self.out + '.log', errors='replace') as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
+
+def _kill_pidfile(path, name):
+    """SIGKILL the process in a pid file if it still runs `name`."""
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    argv = dnsmasq.proc_cmdline(pid)
+    if argv and os.path.basename(argv[0]) == name:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

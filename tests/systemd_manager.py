@@ -57,15 +57,33 @@ class SystemdManager:
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
+        # up means: on the bus under its name (its private socket comes
+        # earlier, and a call in between would try D-Bus activation)
         deadline = time.monotonic() + 20
-        while not os.path.exists(os.path.join(self.rt, 'systemd',
-                                              'private')):
+        while True:
+            if self._on_bus():
+                break
             if self.manager.poll() is not None or time.monotonic() > deadline:
+                log = self.log()
                 self.stop()
-                raise RuntimeError('private systemd manager did not start: '
-                                   + self.log())
-            time.sleep(0.02)
+                raise RuntimeError('private systemd manager did not start '
+                                   '(exit %s): %s' % (self.manager.poll(),
+                                                      log))
+            time.sleep(0.05)
         return self
+
+    def _on_bus(self):
+        # a fresh connection each time: one kept open from before the
+        # manager started was seen never to learn of its name
+        import dbus.bus
+        try:
+            bus = dbus.bus.BusConnection(self.bus)
+        except dbus.DBusException:
+            return False
+        try:
+            return bus.name_has_owner('org.freedesktop.systemd1')
+        finally:
+            bus.close()
 
     def log(self):
         try:

@@ -198,3 +198,106 @@ def test_hostile_ipam_data_skips_only_the_bad_ports(host, lab):
     lease = lab.vm('red', fine['mac_address']).dhcp()
     assert lease['ip'] == '10.10.0.30' and lease['hostname'] == 'fine-vm'
     assert lab.vm('red', mac(0x40001)).dhcp(tries=1) is None
+
+
+def test_stale_namespaces_and_devices_removed_at_start(host, lab):
+    import os
+    from pyroute2 import IPRoute, netns
+    from vdsm_dhcp.interface import device_names
+    net, sub, (port,) = one_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    agent.kill()                      # leaves namespace + dnsmasq running
+    # a stray veth of ours with no namespace, and an unrelated device
+    stray = device_names(rig.new_id())[0]
+    with IPRoute() as ipr:
+        ipr.link('add', ifname=stray, kind='veth', peer='strayp')
+        ipr.link('add', ifname='notours0', kind='veth', peer='notours1')
+    host.networks()                   # red is no longer listed
+    agent2 = host.agent()
+    wait_for(lambda: not os.path.exists('/proc/%d' % pid), timeout=5,
+             what='stale dnsmasq stopped')
+    assert 'qdhcp-' + net['id'] not in netns.listnetns()
+    with IPRoute() as ipr:
+        assert not ipr.link_lookup(ifname=stray)
+        assert ipr.link_lookup(ifname='notours0')   # not ours: untouched
+        ipr.link('del', ifname='notours0')
+    assert not os.path.exists(os.path.join(host.conf.state_dir, net['id']))
+    assert agent2.status()['networks'] == []
+
+
+def test_corrupt_networks_file_keeps_serving(host, lab):
+    net, sub, (port,) = one_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    with open(host.conf.networks_file, 'w') as f:
+        f.write('{"version": 1, "networks": [')
+    agent.reload()
+    wait_for(lambda: agent.status()['networks_file_error'], what='error')
+    assert host.conf.networks_file in agent.status()['networks_file_error']
+    st = agent.network('red')
+    assert st['served'] and st['dnsmasq_pid'] == pid
+    assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
+    assert 'keeping the last good list' in agent.log()
+
+
+def test_operator_cli_hosts_leases_why(host, lab):
+    import json
+    import subprocess
+    net, sub, (port,) = one_network(host, lab)
+    bad = host.ipam.port(net, mac(0x70001), [(sub, '10.99.0.1')])
+    host.ipam.save()
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    agent.wait_served('red')
+    assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
+
+    def cli(*args):
+        r = subprocess.run([rig.BIN + '/vdsm-dhcp', '--config-file',
+                            host.conf_path] + list(args),
+                           capture_output=True, text=True, timeout=30)
+        return r
+
+    hosts = json.loads(cli('hosts', 'red', '--json').stdout)
+    assert hosts['hosts'] == [{'port': port['id'], 'file': port['id'],
+                               'entry': '%s,10.10.0.10,host-10-10-0-10'
+                               % port['mac_address']}]
+    leases = json.loads(cli('leases', net['id'], '--json').stdout)
+    assert [(l['mac'], l['ip']) for l in leases['leases']] == [
+        (port['mac_address'], '10.10.0.10')]
+    why = json.loads(cli('why', port['mac_address'].upper(), '--json').stdout)
+    assert why['network'] == 'red' and why['port'] == port['id']
+    assert why['in_dnsmasq'] is True
+    assert why['verdict'].startswith('served: loaded by dnsmasq pid')
+    why = json.loads(cli('why', bad['mac_address'], '--json').stdout)
+    assert 'outside its subnet' in why['verdict']
+    r = cli('why', mac(0xabcdef))
+    assert r.returncode == 0 and 'no port with this MAC' in r.stdout
+    r = cli('why', 'nonsense')
+    assert r.returncode == 1 and "'nonsense' is not a MAC" in r.stderr
+    r = cli('hosts', 'nope')
+    assert r.returncode == 1 and "network 'nope' is not in the" in r.stderr
+    r = cli('status')
+    assert 'red (%s): served' % net['id'] in r.stdout
+    assert 'problem: port %s skipped' % bad['id'] in r.stdout
+
+
+def test_fifty_networks_configured_in_parallel(host, lab):
+    n = 50
+    pairs = []
+    for i in range(n):
+        name = 'br%d' % i
+        net, sub, _ = one_network(host, lab, name=name,
+                                  cidr='10.%d.0.0/24' % (100 + i),
+                                  prefix='10.%d.0' % (100 + i), vms=2)
+        pairs.append((name, net['id']))
+    host.networks(*pairs)
+    started = time.monotonic()
+    agent = host.agent()
+    wait_for(lambda: all(n['served'] for n in agent.status()['networks']),
+             timeout=60, interval=0.05, what='all 50 networks served')
+    took = time.monotonic() - started
+    print('\n%d networks from agent start to all served: %.2fs (%.0f/s)'
+          % (n, took, n / took))

@@ -146,3 +146,41 @@ def test_bad_input_changes_nothing_and_names_the_entry(unit_host):
     with open(host.conf.networks_file, 'rb') as f:
         assert f.read() == before
     assert state(host)['MainPID'] == pid
+
+
+def test_clear_tears_down_everything_before_the_unit_stops(unit_host, lab):
+    from tests.test_agent_e2e import one_network
+    host = unit_host
+    net, sub, (port,) = one_network(host, lab)
+    assert cli(host, 'set', 'red=' + net['id']).returncode == 0
+    st = wait_for(lambda: (_agent_status(host) or {}).get('networks') and
+                  _agent_status(host)['networks'][0]['served'] and
+                  _agent_status(host)['networks'][0], timeout=20,
+                  what='red served by the unit')
+    assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
+    r = cli(host, 'clear')
+    assert r.returncode == 0, r.stderr
+    assert state(host) is None
+    assert not os.path.exists('/proc/%d' % st['dnsmasq_pid'])
+    assert not os.path.exists('/run/netns/qdhcp-' + net['id'])
+    assert not os.path.exists(os.path.join(host.conf.state_dir, net['id']))
+
+
+def test_agent_crash_under_the_unit_keeps_dnsmasq(unit_host, lab):
+    from tests.test_agent_e2e import one_network
+    host = unit_host
+    net, sub, (port,) = one_network(host, lab)
+    assert cli(host, 'set', 'red=' + net['id']).returncode == 0
+    st = wait_for(lambda: (_agent_status(host) or {}).get('networks') and
+                  _agent_status(host)['networks'][0]['served'] and
+                  _agent_status(host)['networks'][0], timeout=20,
+                  what='red served by the unit')
+    agent_pid = state(host)['MainPID']
+    os.kill(agent_pid, signal.SIGKILL)
+    assert os.path.exists('/proc/%d' % st['dnsmasq_pid'])
+    again = wait_for(lambda: (state(host) or {}).get('MainPID') not in
+                     (None, 0, agent_pid) and _agent_status(host) and
+                     _agent_status(host)['networks'][0]['served'] and
+                     _agent_status(host)['networks'][0], timeout=20,
+                     what='restarted agent serving red')
+    assert again['dnsmasq_pid'] == st['dnsmasq_pid'] and again['adopted']

@@ -23,8 +23,7 @@ from oslo_config import cfg
 
 from vdsm_dhcp import bridges, config, control, desired, dnsmasq
 from vdsm_dhcp import errors, networks_file
-from vdsm_dhcp.interface import VethDriver, device_names, NS_PREFIX
-from vdsm_dhcp import interface
+from vdsm_dhcp.interface import NS_PREFIX, device_names, load_driver
 from vdsm_dhcp.source import SourceError, make_source
 
 log = logging.getLogger('vdsm_dhcp.agent')
@@ -41,6 +40,8 @@ agent_opts = [
     cfg.FloatOpt('supervise_interval', default=0.25, min=0.01,
                  help='Seconds between checks that every dnsmasq lives.'),
     cfg.BoolOpt('debug', default=False, help='Log at debug level.'),
+    cfg.FloatOpt('wait_max', default=600.0, min=0,
+                 help='Longest timeout a `wait` request may ask for.'),
 ]
 
 
@@ -61,7 +62,7 @@ class Agent:
     def __init__(self, conf, source=None, driver=None):
         self.conf = conf
         self.source = source or make_source(conf)
-        self.driver = driver or VethDriver()
+        self.driver = driver or load_driver(conf)
         self.listed = []
         self.plans = {}
         self.runtimes = {}
@@ -72,6 +73,9 @@ class Agent:
         self.last_reconcile = None
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._reconciled = threading.Condition()
+        self._started_rounds = 0     # reconcile rounds begun
+        self._done_rounds = 0        # reconcile rounds finished
         self._dirty = True
         self._stopping = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -81,6 +85,7 @@ class Agent:
             'sync': lambda req: self.request_sync(),
             'why': lambda req: self.why(req.get('mac')),
             'hosts': lambda req: self.hosts(req.get('network')),
+            'wait': self.wait,
         })
 
     # -- events -------------------------------------------------------------
@@ -89,8 +94,12 @@ class Agent:
         self._wake.set()
 
     def request_sync(self):
+        """Ask for a reconcile; returns the round that will include every
+        change made before this call."""
+        with self._reconciled:
+            target = self._started_rounds + 1
         self.changed()
-        return {'queued': True}
+        return {'queued': True, 'round': target}
 
     def _on_signal(self, signum, frame):
         if signum == signal.SIGHUP:
@@ -149,6 +158,7 @@ class Agent:
     def _supervise(self):
         for runtime in list(self.runtimes.values()):
             dm = runtime.dnsmasq
+            dm.tracker.rotate(self.conf.dnsmasq.log_max_bytes)
             if dm.cmdline and not dm.alive():
                 log.error('network %s: dnsmasq pid %s died; restarting: %s',
                           runtime.quantum_id, dm.pid, dm.log_tail(300))
@@ -169,6 +179,16 @@ class Agent:
 
     # -- reconcile ----------------------------------------------------------
     def reconcile(self):
+        with self._reconciled:
+            self._started_rounds += 1
+        try:
+            self._reconcile()
+        finally:
+            with self._reconciled:
+                self._done_rounds = self._started_rounds
+                self._reconciled.notify_all()
+
+    def _reconcile(self):
         self._read_networks_file()
         listed_ids = {n.quantum_id for n in self.listed}
         for qid in [q for q in self.runtimes if q not in listed_ids]:
@@ -242,6 +262,7 @@ class Agent:
             dm.clear_files()
             dm.sync_hosts(plan.hosts)
             dm.sync_opts(dnsmasq.opts_content(plan))
+            dm.seed_leases(plan.hosts)
             dm.start(argv, plan.interface.namespace)
         with self._lock:
             runtime.plan = plan
@@ -301,10 +322,10 @@ class Agent:
                 dm = dnsmasq.Dnsmasq(self.conf, qid)
                 if dm.adopt():
                     dm.stop()
-                interface.remove(ns, device_names(qid)[0])
+                self.driver.remove(ns, device_names(qid)[0])
         for dev in devices - keep_devices:
             log.info('removing stale device %s', dev)
-            interface.remove(None, dev)
+            self.driver.remove(None, dev)
         try:
             state_dirs = os.listdir(self.conf.state_dir)
         except FileNotFoundError:
@@ -351,6 +372,7 @@ class Agent:
                 if runtime.plan is not None:
                     entry['dhcp_ips'] = list(runtime.plan.interface.addresses)
                 entry.update(dnsmasq_pid=dm.pid, hosts=len(dm.written),
+                             hosts_loaded=dm.loaded_count(),
                              last_sync=runtime.last_sync,
                              error=runtime.error, reloads=dm.reloads,
                              restarts=dm.restarts, adopted=dm.adopted)
@@ -384,25 +406,100 @@ class Agent:
                 port_id = plan.macs[mac]
                 runtime = runtimes.get(qid)
                 written = runtime.dnsmasq.written if runtime else {}
+                loaded = bool(runtime) and runtime.dnsmasq.loaded(port_id)
                 answer.update(network=listed.name, quantumId=qid, listed=True,
-                              port=port_id,
-                              in_dnsmasq=port_id in written,
+                              port=port_id, written=port_id in written,
+                              in_dnsmasq=loaded,
                               entry=plan.hosts[port_id].strip())
                 answer['verdict'] = (
-                    'served by dnsmasq pid %s' % runtime.dnsmasq.pid
-                    if port_id in written and runtime.dnsmasq.alive()
-                    else 'known, not yet in dnsmasq')
+                    'served: loaded by dnsmasq pid %s' % runtime.dnsmasq.pid
+                    if loaded else 'known to the IPAM, not yet loaded by '
+                    'dnsmasq' + (' (written, waiting for dnsmasq to read it)'
+                                 if port_id in written else ''))
                 return answer
-        skipped = [(qid, p) for qid, plan in plans.items()
-                   for p in plan.problems if mac in p]
-        if skipped:
-            answer.update(quantumId=skipped[0][0], listed=True,
-                          verdict='the port is skipped: ' + skipped[0][1])
-            return answer
+        for qid, plan in plans.items():
+            if plan.served and mac in plan.skipped:
+                answer.update(network=None, quantumId=qid, listed=True,
+                              verdict='not served: ' + plan.skipped[mac])
+                return answer
         answer['verdict'] = ('no port with this MAC on any network listed '
                              'for this host (%s)' % (', '.join(
                                  n.name for n in self.listed) or 'none'))
         return answer
+
+    # -- the readiness gate ---------------------------------------------------
+    def readiness(self, macs):
+        """mac -> None when dnsmasq can answer it now, else why not."""
+        with self._lock:
+            plans = dict(self.plans)
+            runtimes = dict(self.runtimes)
+        answers = {}
+        for mac in macs:
+            answers[mac] = self._why_not(mac, plans, runtimes)
+        return answers
+
+    def _why_not(self, mac, plans, runtimes):
+        for qid, plan in plans.items():
+            if not plan.served:
+                continue
+            port_id = plan.macs.get(mac)
+            if port_id is None:
+                continue
+            runtime = runtimes.get(qid)
+            if runtime is None or runtime.plan is None:
+                return 'network %s is not configured yet' % plan.name
+            if runtime.error:
+                return 'network %s: %s' % (plan.name, runtime.error)
+            entry = runtime.dnsmasq.written.get(port_id)
+            if entry is None or entry[1] != plan.hosts[port_id]:
+                return 'port %s is not written for dnsmasq yet' % port_id
+            if not runtime.dnsmasq.loaded(port_id):
+                return 'port %s: dnsmasq has not loaded it yet' % port_id
+            return None
+        for plan in plans.values():
+            if plan.served and mac in plan.skipped:
+                return 'network %s: %s' % (plan.name, plan.skipped[mac])
+        not_served = ['%s (%s)' % (p.name, p.reason) for p in plans.values()
+                      if not p.served]
+        if self.source_error:
+            return 'IPAM source unreachable: %s' % self.source_error
+        return 'no port with this MAC on a served network' + (
+            '; not served: ' + ', '.join(not_served) if not_served else '')
+
+    def wait(self, request):
+        """Block until dnsmasq can answer every MAC, or the timeout.
+        Always syncs with the IPAM first: a port created just before the
+        VM starts must not be missed."""
+        macs = request.get('macs')
+        timeout = request.get('timeout', 30)
+        if not isinstance(macs, list) or not macs:
+            raise control.ControlError('"macs" must be a non-empty list')
+        if not isinstance(timeout, (int, float)) or isinstance(
+                timeout, bool) or not 0 <= timeout <= self.conf.wait_max:
+            raise control.ControlError('"timeout" must be 0-%s seconds'
+                                       % self.conf.wait_max)
+        try:
+            macs = [desired.normalize_mac(m) for m in macs]
+        except ValueError as e:
+            raise control.ControlError(str(e)) from None
+        started = time.monotonic()
+        deadline = started + timeout
+        target = self.request_sync()['round']
+        while True:
+            with self._reconciled:
+                synced = self._done_rounds >= target
+            answers = self.readiness(macs) if synced else {
+                m: 'the agent has not synced with the IPAM yet' for m in macs}
+            if all(reason is None for reason in answers.values()) or \
+                    time.monotonic() >= deadline:
+                break
+            with self._reconciled:
+                self._reconciled.wait(min(0.005, max(
+                    0, deadline - time.monotonic())))
+        return {'ready': [m for m, r in answers.items() if r is None],
+                'not_ready': {m: r for m, r in answers.items()
+                              if r is not None},
+                'waited': round(time.monotonic() - started, 4)}
 
     def hosts(self, network):
         for net in self.listed:

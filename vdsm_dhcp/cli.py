@@ -117,7 +117,8 @@ def cmd_status(conf, args):
         return 0
     unit = result['unit']
     if 'error' in unit:
-        print('unit %s: %s' % (unit['unit'], unit['error']))
+        # e.g. the agent run by hand on a host without systemd on D-Bus
+        print('unit %s: unknown (%s)' % (unit['unit'], unit['error']))
     else:
         print('unit %s: %s (%s), main pid %s'
               % (unit['unit'], unit['ActiveState'], unit['SubState'],
@@ -223,7 +224,7 @@ def cmd_leases(conf, args):
 
 def cmd_why(conf, args):
     try:
-        answer = control.call(conf, 'why', mac=args.mac)
+        answer = control.call(conf, 'why', {'mac': args.mac})
     except control.ControlError as e:
         return _fail(str(e))
     if args.json:
@@ -236,6 +237,24 @@ def cmd_why(conf, args):
                                               answer['port']))
         print('  entry: %s' % answer.get('entry'))
     return 0
+
+
+def cmd_wait(conf, args):
+    try:
+        reply = control.call(conf, 'wait', {'macs': args.macs,
+                                            'timeout': args.timeout},
+                             timeout=args.timeout + 10)
+    except control.ControlError as e:
+        return _fail(str(e))
+    if args.json:
+        _print_json(reply)
+    else:
+        for mac in reply['ready']:
+            print('%s: ready' % mac)
+        for mac, why in sorted(reply['not_ready'].items()):
+            print('%s: NOT READY: %s' % (mac, why))
+        print('waited %.3fs' % reply['waited'])
+    return 0 if not reply['not_ready'] else 1
 
 
 def cmd_sync(conf, args):
@@ -286,6 +305,11 @@ def parser():
     sp.add_argument('network', help='name or quantumId')
     sp = add('why', cmd_why, 'why a MAC is, or is not, served', True)
     sp.add_argument('mac')
+    sp = add('wait', cmd_wait, 'wait until dnsmasq can answer these MACs '
+             '(the readiness gate of the VM hooks)', True)
+    sp.add_argument('macs', nargs='+', metavar='MAC')
+    sp.add_argument('--timeout', type=float, default=30.0,
+                    help='seconds (default 30)')
     add('sync', cmd_sync, 'ask the agent to resync now')
     return p
 

@@ -152,14 +152,15 @@ def _reply(conn, obj):
     conn.sendall(json.dumps(obj, sort_keys=True).encode() + b'\n')
 
 
-def call(conf, cmd, timeout=10.0, **args):
-    """Client side: one request, one reply. Raises ControlError."""
+def call(conf, cmd, args=None, timeout=10.0):
+    """Client side: one request {"cmd": cmd, **args}, one reply; `timeout`
+    bounds the whole exchange. Raises ControlError."""
     path = socket_path(conf)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        sock.sendall(json.dumps(dict(args, cmd=cmd)).encode() + b'\n')
+        sock.sendall(json.dumps(dict(args or {}, cmd=cmd)).encode() + b'\n')
         line = sock.makefile('rb').readline()
     except FileNotFoundError:
         raise ControlError('the agent is not running (no socket %s)'

@@ -32,7 +32,7 @@ class SubnetPlan:
 
     @property
     def stateful(self):
-        return self.ip_version == 4 or self.ipv6_address_mode != STATELESS
+        return self.ip_version == 4 or self.ipv6_address_mode == STATEFUL
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class NetworkPlan:
     hosts: dict                      # port id -> hostsdir file content
     macs: dict                       # MAC -> port id
     problems: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)   # MAC -> why not served
     served = True
 
 
@@ -259,25 +260,33 @@ def plan_network(listed, snapshot, bridges, host):
         return NotServed(qid, name, 'the DHCP port %s has no address on a '
                          'DHCP-enabled subnet' % dhcp_port.get('id'), problems)
     served_ids = {s.id: s for s in served}
-    hosts, macs, ips = {}, {}, {}
+    hosts, macs, ips, skipped = {}, {}, {}, {}
+
+    def skip(port, why):
+        problem = 'port %s skipped: %s' % (port.get('id'), why)
+        problems.append(problem)
+        try:
+            skipped.setdefault(normalize_mac(port.get('mac_address')),
+                               problem)
+        except ValueError:
+            pass
+
     for port in ports:
         if port.get('device_owner') == DHCP_OWNER:
             continue
         try:
             mac, content, port_ips = _port_entry(port, served_ids)
         except ValueError as e:
-            problems.append('port %s skipped: %s' % (port.get('id'), e))
+            skip(port, e)
             continue
         if content is None:
             continue
         if mac in macs:
-            problems.append('port %s skipped: MAC %s is also port %s'
-                            % (port['id'], mac, macs[mac]))
+            skip(port, 'MAC %s is also port %s' % (mac, macs[mac]))
             continue
         taken = [ip for ip in port_ips if ip in ips]
         if taken:
-            problems.append('port %s skipped: IP %s is also port %s'
-                            % (port['id'], taken[0], ips[taken[0]]))
+            skip(port, 'IP %s is also port %s' % (taken[0], ips[taken[0]]))
             continue
         hosts[port['id']] = content
         macs[mac] = port['id']
@@ -289,7 +298,8 @@ def plan_network(listed, snapshot, bridges, host):
         interface=InterfacePlan(namespace_name(qid), name, dhcp_mac,
                                 tuple(addresses)),
         subnets=tuple(sorted(served, key=lambda s: s.id)),
-        hosts=hosts, macs=macs, problems=problems)
+        hosts=hosts, macs=macs, problems=problems,
+        skipped={m: p for m, p in skipped.items() if m not in macs})
 
 
 def compute(listed_networks, snapshot, bridges, host):

@@ -31,6 +31,7 @@ from oslo_config import cfg
 
 from vdsm_dhcp.fileutil import atomic_write
 from vdsm_dhcp.netns_exec import netns_preexec
+from vdsm_dhcp.readiness import LoadTracker
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ dnsmasq_opts = [
                     'into one batch file: one read by dnsmasq, not many.'),
     cfg.FloatOpt('start_timeout', default=10.0,
                  help='Seconds for dnsmasq to start and write its pid.'),
+    cfg.IntOpt('log_max_bytes', default=10 * 1024 * 1024, min=65536,
+               help='Rotate dnsmasq.log to dnsmasq.log.1 past this size.'),
 ]
 
 
@@ -211,6 +214,7 @@ class Dnsmasq:
         self.reloads = 0
         self.restarts = 0
         self.adopted = False
+        self.tracker = LoadTracker(self.files.log, self.files.hosts)
 
     # -- process ---------------------------------------------------------
     def adopt(self):
@@ -222,6 +226,8 @@ class Dnsmasq:
             return False
         self.pid, self.cmdline, self.adopted = pid, argv, True
         self.written = read_hostsdir(self.files.hosts)
+        self.tracker.start_at_end()
+        self.tracker.expect_idle(self.written)
         try:
             with open(self.files.opts) as f:
                 self.opts = f.read()
@@ -340,12 +346,15 @@ class Dnsmasq:
         to_write = added + changed + moved
         for port_id in removed:
             del written[port_id]
+        self.tracker.forget(removed)
         if len(to_write) >= self.conf.dnsmasq.batch_threshold:
             name = BATCH_PREFIX + uuid.uuid4().hex[:12]
+            self.tracker.expect({p: name for p in to_write})
             self._write(name, ''.join('%s%s\n%s' % (PORT_MARK, p, hosts[p])
                                       for p in to_write))
             written.update((p, (name, hosts[p])) for p in to_write)
         else:
+            self.tracker.expect({p: p for p in to_write})
             for port_id in to_write:
                 self._write(port_id, hosts[port_id])
                 written[port_id] = (port_id, hosts[port_id])
@@ -353,6 +362,44 @@ class Dnsmasq:
         for name in stale_files:
             _unlink(os.path.join(self.files.hosts, name))
         return bool(changed or removed)
+
+    def seed_leases(self, hosts):
+        """Before a start: a lease per IPv4 host entry, as Neutron does.
+        Several servers are non-authoritative, so a dnsmasq ignores a
+        rebooting VM's request for a lease it does not know (granted by
+        another host now gone); the VM would wait many seconds to fall
+        back to DISCOVER."""
+        try:
+            with open(self.files.leases) as f:
+                existing = f.read()
+        except FileNotFoundError:
+            existing = ''
+        known = {line.split()[1] for line in existing.splitlines()
+                 if len(line.split()) >= 3}
+        expiry = int(time.time()) + self.conf.dnsmasq.lease_duration
+        seeded = []
+        for text in hosts.values():
+            for entry in text.splitlines():
+                mac, addr = entry.split(',')[:2]
+                if not addr.startswith('[') and mac not in known:
+                    seeded.append('%d %s %s * *\n' % (expiry, mac, addr))
+        if seeded:   # IPv4 leases come before dnsmasq's "duid" line
+            self.files.create()
+            atomic_write(self.files.leases, ''.join(seeded) + existing,
+                         sync=False)
+
+    def loaded(self, port_id):
+        """dnsmasq has read this port's entry and can answer it now."""
+        if port_id not in self.written or not self.alive():
+            return False
+        self.tracker.confirm(self.pid)
+        return not self.tracker.pending(port_id)
+
+    def loaded_count(self):
+        if not self.alive():
+            return 0
+        self.tracker.confirm(self.pid)
+        return len(self.written) - self.tracker.pending_count()
 
     def sync_opts(self, text):
         if text == self.opts:
@@ -362,6 +409,7 @@ class Dnsmasq:
         return True
 
     def clear_files(self):
+        self.tracker.forget(list(self.written))
         self.written = {}
         self.opts = None
         if os.path.isdir(self.files.hosts):

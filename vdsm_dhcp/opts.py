@@ -3,7 +3,8 @@ import itertools
 
 
 def list_opts():
-    from vdsm_dhcp import agent, config, control, dnsmasq, interface, source
+    from vdsm_dhcp import (agent, config, control, dnsmasq, hooks, interface,
+                           source)
     return [
         ('DEFAULT', list(itertools.chain(config.common_opts,
                                          source.source_opts,
@@ -12,4 +13,5 @@ def list_opts():
         ('file', list(source.file_opts)),
         ('dnsmasq', list(dnsmasq.dnsmasq_opts)),
         ('interface', list(interface.interface_opts)),
+        ('hooks', list(hooks.hooks_opts)),
     ]
