@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install-deps
+$(VENV)/.installed: pyproject.toml scripts/install-deps scripts/install-neutron-lab
 	scripts/install-deps
+	scripts/install-neutron-lab
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

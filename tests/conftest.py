@@ -125,3 +125,21 @@ def systemd_manager():
         else:
             os.environ['DBUS_SYSTEM_BUS_ADDRESS'] = old
         manager.stop()
+
+
+@pytest.fixture(scope='session')
+def neutron():
+    """A real Neutron API (MariaDB, RabbitMQ, neutron 29 from PyPI) on
+    127.0.0.1 of the test namespace, once per session."""
+    from tests.neutron_server import NeutronLab
+    lab = NeutronLab()
+    try:
+        try:
+            lab.start()
+        except Exception as e:
+            pytest.fail('the Neutron lab did not start: %s\n%s'
+                        % (e, lab.log_tail()), pytrace=False)
+        print('\nNeutronLab.start timings: %s' % lab.timings)
+        yield lab
+    finally:
+        lab.stop()

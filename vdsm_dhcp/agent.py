@@ -64,6 +64,7 @@ class Agent:
         self.source = source or make_source(conf)
         self.driver = driver or load_driver(conf)
         self.listed = []
+        self.served_ids = set()      # listed at the last reconcile
         self.plans = {}
         self.runtimes = {}
         self.source_error = None
@@ -139,7 +140,6 @@ class Agent:
                 self.reconcile()
                 next_resync = now + self.conf.resync_interval
         watch.stop()
-        self.source.stop()
         self.control.stop()
         self._read_networks_file()
         if not self.listed and not self.networks_error:
@@ -148,6 +148,7 @@ class Agent:
         else:
             log.info('stopping; dnsmasq keeps serving %d networks',
                      len(self.runtimes))
+        self.source.stop()
         self._pool.shutdown()
 
     def _bridge_event(self, ifname):
@@ -193,6 +194,9 @@ class Agent:
         listed_ids = {n.quantum_id for n in self.listed}
         for qid in [q for q in self.runtimes if q not in listed_ids]:
             self._teardown(qid, 'no longer in the networks file')
+        for qid in self.served_ids - listed_ids:
+            self.source.release(qid)
+        self.served_ids = listed_ids
         try:
             snap = self.source.snapshot(sorted(listed_ids))
         except SourceError as e:
@@ -299,6 +303,9 @@ class Agent:
     def teardown_all(self):
         for qid in list(self.runtimes):
             self._teardown(qid, 'the networks list is empty')
+        for qid in self.served_ids | {n.quantum_id for n in self.listed}:
+            self.source.release(qid)
+        self.served_ids = set()
         self.clean_stale(set())
 
     # -- start-up -------------------------------------------------------------
@@ -385,10 +392,18 @@ class Agent:
             'last_reconcile': self.last_reconcile,
             'networks_file': self.conf.networks_file,
             'networks_file_error': self.networks_error,
-            'source': dict(self.source.status(),
-                           unreachable_since=self.source_error_since),
+            'source': self._source_status(),
             'networks': networks,
         }
+
+    def _source_status(self):
+        status = self.source.status()
+        if self.source_error:     # the last snapshot failed
+            status.update(reachable=False, error=self.source_error)
+            status.setdefault('unreachable_since', self.source_error_since)
+            status['unreachable_since'] = (status['unreachable_since']
+                                           or self.source_error_since)
+        return status
 
     def why(self, mac):
         try:

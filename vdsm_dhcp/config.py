@@ -53,7 +53,7 @@ def load(config_file=None):
     """
     from vdsm_dhcp import opts  # every module's options, declared beside it
     conf = cfg.ConfigOpts()
-    for group, group_opts in opts.list_opts():
+    for group, group_opts in opts.list_opts(sample=False):
         conf.register_opts(group_opts,
                            group=None if group == 'DEFAULT' else group)
     path = config_file_from(config_file)

@@ -2,9 +2,11 @@
 import itertools
 
 
-def list_opts():
+def list_opts(sample=True):
+    """oslo-config-generator's entry point; config.load passes
+    sample=False."""
     from vdsm_dhcp import (agent, config, control, dnsmasq, hooks, interface,
-                           source)
+                           neutron, source)
     return [
         ('DEFAULT', list(itertools.chain(config.common_opts,
                                          source.source_opts,
@@ -14,4 +16,5 @@ def list_opts():
         ('dnsmasq', list(dnsmasq.dnsmasq_opts)),
         ('interface', list(interface.interface_opts)),
         ('hooks', list(hooks.hooks_opts)),
+        (neutron.GROUP, neutron.list_opts(sample)),
     ]

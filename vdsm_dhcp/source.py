@@ -6,6 +6,7 @@ A source is anything with this interface; the agent knows nothing else:
   snapshot(ids)     a desired.Snapshot of those network ids; raises
                     SourceError when the IPAM cannot be read
   status()          a dict for `vdsm-dhcp status`
+  release(id)       the network is no longer served on this host
   stop()
 The `file` source is the embedded default; the Neutron API source plugs in
 through make_source().
@@ -24,8 +25,9 @@ from vdsm_dhcp.inotify import DirWatch
 log = logging.getLogger(__name__)
 
 source_opts = [
-    cfg.StrOpt('source', default='file', choices=['file'],
-               help='Where networks, subnets and ports come from.'),
+    cfg.StrOpt('source', default='file', choices=['file', 'neutron'],
+               help='Where networks, subnets and ports come from: a JSON '
+                    'file ([file]), or the Neutron API ([neutron]).'),
 ]
 file_opts = [
     cfg.StrOpt('path', default='/etc/vdsm-dhcp/ipam.json',
@@ -103,6 +105,9 @@ class FileSource:
                         {k: v for k, v in snap.subnets.items() if k in ids},
                         {k: v for k, v in snap.ports.items() if k in ids})
 
+    def release(self, network_id):
+        pass   # a file owns nothing on our behalf
+
     def status(self):
         return {'type': 'file', 'path': self.path,
                 'reachable': self._error is None, 'error': self._error,
@@ -112,4 +117,7 @@ class FileSource:
 def make_source(conf):
     if conf.source == 'file':
         return FileSource(conf.file.path)
+    if conf.source == 'neutron':
+        from vdsm_dhcp.neutron import NeutronSource
+        return NeutronSource(conf)
     raise SourceError('unknown source %r' % conf.source)
