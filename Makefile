@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo check sample-config clean install-host
+.PHONY: setup demo check bench bench-quick sample-config clean install-host
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ demo: setup
 
 check: setup
 	tests/isolated $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	tests/isolated $(PY) -m bench.run
+
+bench-quick: setup
+	tests/isolated $(PY) -m bench.run --quick
 
 sample-config: setup
 	$(VENV)/bin/oslo-config-generator --namespace vdsm_dhcp \

@@ -179,21 +179,29 @@ class VM:
         self.lab = lab
         self.mac = mac_address
         self.ns = 'vm-%s-%d' % (lab.tag, VM.count)
+        self.out = os.path.join(lab.dir, 'lease-%s' % self.ns)
         host_if = 'vm%s%d' % (lab.tag, VM.count)
         netns.create(self.ns)
         lab.namespaces.append(self.ns)
+        self.before_eth0()
         with IPRoute() as ipr:
             ipr.link('add', ifname=host_if, kind='veth',
                      peer={'ifname': 'eth0', 'net_ns_fd': self.ns})
             br = ipr.link_lookup(ifname=bridge)[0]
             ipr.link('set', index=ipr.link_lookup(ifname=host_if)[0],
                      master=br, state='up')
+        self.before_up()
         with NetNS(self.ns) as ns:
             ns.link('set', index=ns.link_lookup(ifname='lo')[0], state='up')
             index = ns.link_lookup(ifname='eth0')[0]
             ns.link('set', index=index, address=mac_address)
             ns.link('set', index=index, state='up')
-        self.out = os.path.join(lab.dir, 'lease-%s' % self.ns)
+
+    def before_eth0(self):
+        pass
+
+    def before_up(self):
+        pass
 
     def run(self, argv, **kw):
         with netns_preexec(self.ns) as enter:
@@ -302,30 +310,13 @@ class VM6(VM):
     link-local address is usable at once (a DHCPv6 client needs it; with
     DAD on it stays tentative for ~1-2 s and dhclient -6 fails to bind)."""
 
-    def __init__(self, lab, bridge, mac_address):
-        VM.count += 1
-        self.lab = lab
-        self.mac = mac_address
-        self.ns = 'vm-%s-%d' % (lab.tag, VM.count)
-        host_if = 'vm%s%d' % (lab.tag, VM.count)
-        netns.create(self.ns)
-        lab.namespaces.append(self.ns)
-        self.out = os.path.join(lab.dir, 'lease-%s' % self.ns)
+    def before_eth0(self):
         # eth0 takes "default" when created in the namespace; set it too
         for conf in ('default', 'all'):
             self.sysctl('net.ipv6.conf.%s.accept_dad=0' % conf)
-        with IPRoute() as ipr:
-            ipr.link('add', ifname=host_if, kind='veth',
-                     peer={'ifname': 'eth0', 'net_ns_fd': self.ns})
-            br = ipr.link_lookup(ifname=bridge)[0]
-            ipr.link('set', index=ipr.link_lookup(ifname=host_if)[0],
-                     master=br, state='up')
+
+    def before_up(self):
         self.sysctl('net.ipv6.conf.eth0.accept_dad=0')
-        with NetNS(self.ns) as ns:
-            ns.link('set', index=ns.link_lookup(ifname='lo')[0], state='up')
-            index = ns.link_lookup(ifname='eth0')[0]
-            ns.link('set', index=index, address=mac_address)
-            ns.link('set', index=index, state='up')
 
     def sysctl(self, setting):
         """sysctl -w in the VM's network namespace (/proc/sys/net is the

@@ -148,15 +148,20 @@ def test_bad_input_changes_nothing_and_names_the_entry(unit_host):
     assert state(host)['MainPID'] == pid
 
 
+def served_by_unit(host):
+    """The status of the first network once the unit's agent serves it."""
+    def first():
+        networks = (_agent_status(host) or {}).get('networks')
+        return networks and networks[0]['served'] and networks[0]
+    return wait_for(first, timeout=20, what='served by the unit')
+
+
 def test_clear_tears_down_everything_before_the_unit_stops(unit_host, lab):
     from tests.test_agent_e2e import one_network
     host = unit_host
     net, sub, (port,) = one_network(host, lab)
     assert cli(host, 'set', 'red=' + net['id']).returncode == 0
-    st = wait_for(lambda: (_agent_status(host) or {}).get('networks') and
-                  _agent_status(host)['networks'][0]['served'] and
-                  _agent_status(host)['networks'][0], timeout=20,
-                  what='red served by the unit')
+    st = served_by_unit(host)
     assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
     r = cli(host, 'clear')
     assert r.returncode == 0, r.stderr
@@ -171,10 +176,7 @@ def test_agent_crash_under_the_unit_keeps_dnsmasq(unit_host, lab):
     host = unit_host
     net, sub, (port,) = one_network(host, lab)
     assert cli(host, 'set', 'red=' + net['id']).returncode == 0
-    st = wait_for(lambda: (_agent_status(host) or {}).get('networks') and
-                  _agent_status(host)['networks'][0]['served'] and
-                  _agent_status(host)['networks'][0], timeout=20,
-                  what='red served by the unit')
+    st = served_by_unit(host)
     agent_pid = state(host)['MainPID']
     os.kill(agent_pid, signal.SIGKILL)
     assert os.path.exists('/proc/%d' % st['dnsmasq_pid'])

@@ -1,0 +1,88 @@
+"""make bench / make bench-quick: every figure, a table on stdout, JSON in
+bench/results/. Run inside tests/isolated (the Makefile does).
+
+Each figure is a module bench/figN_*.py with
+    TITLE = '...'
+    def run(quick: bool) -> list[dict]
+returning rows {'name', 'ours', 'neutron' (or None), 'unit', 'target'
+(a human string or None), 'met' (True/False/None), 'runs' (list of raw
+numbers, for the spread), 'notes'}."""
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def figures(only=None):
+    names = sorted(m.name for m in pkgutil.iter_modules([HERE])
+                   if m.name.startswith('fig'))
+    return [n for n in names if not only or any(o in n for o in only)]
+
+
+def machine():
+    return {'cpus': os.cpu_count(), 'python': platform.python_version(),
+            'kernel': platform.release(), 'machine': platform.machine()}
+
+
+def fmt(value):
+    if value is None:
+        return '-'
+    if isinstance(value, float):
+        return '%.3g' % value if abs(value) < 100 else '%.0f' % value
+    return str(value)
+
+
+def table(results):
+    lines = ['| figure | measure | ours | Neutron | ratio ours/Neutron | '
+             'unit | target | met |', '|' + ' --- |' * 8]
+    for fig in results:
+        for row in fig['rows']:
+            ours, theirs = row.get('ours'), row.get('neutron')
+            ratio = (ours / theirs if isinstance(ours, (int, float)) and
+                     isinstance(theirs, (int, float)) and theirs else None)
+            met = {True: 'yes', False: '**MISSED**', None: '-'}[
+                row.get('met')]
+            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
+                fig['figure'], row['name'], fmt(ours), fmt(theirs),
+                fmt(ratio), row.get('unit', ''), row.get('target') or '-',
+                met))
+    return '\n'.join(lines)
+
+
+def main(argv):
+    quick = '--quick' in argv
+    only = [a for a in argv if not a.startswith('--')]
+    results = []
+    for name in figures(only):
+        module = importlib.import_module('bench.' + name)
+        started = time.monotonic()
+        print('== %s: %s' % (name, module.TITLE), flush=True)
+        rows = module.run(quick)
+        for row in rows:
+            runs = row.get('runs') or []
+            if len(runs) > 1:
+                row.setdefault('spread', [min(runs), max(runs)])
+                row.setdefault('stdev', statistics.pstdev(runs))
+        results.append({'figure': name, 'title': module.TITLE, 'rows': rows,
+                        'seconds': round(time.monotonic() - started, 1)})
+    doc = {'when': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+           'quick': quick, 'machine': machine(), 'figures': results}
+    os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
+    path = os.path.join(HERE, 'results', '%s%s.json' % (
+        time.strftime('%Y%m%d-%H%M%S'), '-quick' if quick else ''))
+    with open(path, 'w') as f:
+        json.dump(doc, f, indent=2)
+    print()
+    print(table(results))
+    print('\nJSON: %s' % path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
