@@ -206,3 +206,31 @@ def test_hostsdir_sync_one_file_per_port_batches_and_reloads(tmp_path):
     dm2.written = dnsmasq.read_hostsdir(dm.files.hosts)
     assert dm2.sync_hosts(dict(hosts)) is False
     assert not list((tmp_path / NET / 'tmp').iterdir())
+
+
+def test_memo_gives_the_same_plans_and_never_stale_ones():
+    memo = {}
+    p1 = port('p1', 'fa:16:3e:00:00:10', [(SUB4, '10.0.0.10')])
+    bad = port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.9.0.20')])
+    snap = snapshot([p1, bad])
+    first = plan_of(snap)
+    with_memo = compute(LISTED, snap, {'red'}, 'host-a', memo)[NET]
+    assert (with_memo.hosts, with_memo.problems) == (first.hosts,
+                                                      first.problems)
+    # the port changes: its new entry, not the remembered one
+    p1['fixed_ips'][0]['ip_address'] = '10.0.0.11'
+    bad['fixed_ips'][0]['ip_address'] = '10.0.0.20'
+    plan = compute(LISTED, snapshot([p1, bad]), {'red'}, 'host-a', memo)[NET]
+    assert plan.hosts == {
+        'p1': 'fa:16:3e:00:00:10,10.0.0.11,host-10-0-0-11\n',
+        'p2': 'fa:16:3e:00:00:20,10.0.0.20,host-10-0-0-20\n'}
+    assert plan.problems == []
+    # the subnet changes under an unchanged port: re-validated
+    snap = snapshot([p1])
+    snap.subnets[NET][0]['cidr'] = '10.0.1.0/24'
+    snap.subnets[NET][0]['gateway_ip'] = '10.0.1.1'
+    snap.ports[NET][0]['fixed_ips'][0]['ip_address'] = '10.0.1.2'  # dhcp-a
+    plan = compute(LISTED, snap, {'red'}, 'host-a', memo)[NET]
+    assert plan.hosts == {} and 'outside its subnet' in plan.problems[0]
+    # ports that are gone are forgotten
+    assert len(memo[NET][1]) == 1

@@ -66,6 +66,7 @@ class Agent:
         self.listed = []
         self.served_ids = set()      # listed at the last reconcile
         self.plans = {}
+        self.plan_memo = {}          # desired.compute's per-port memo
         self.runtimes = {}
         self.source_error = None
         self.source_error_since = None
@@ -211,7 +212,8 @@ class Agent:
             log.info('IPAM source reachable again')
             self.source_error = self.source_error_since = None
         present = bridges.present({n.name for n in self.listed})
-        plans = desired.compute(self.listed, snap, present, self.conf.host)
+        plans = desired.compute(self.listed, snap, present, self.conf.host,
+                                self.plan_memo)
         with self._lock:
             self.plans = plans
         jobs = {}

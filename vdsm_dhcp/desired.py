@@ -205,7 +205,23 @@ def _order(port):
     return (str(port.get('created_at') or ''), str(port.get('id')))
 
 
-def plan_network(listed, snapshot, bridges, host):
+def _fingerprint(port):
+    """Everything _port_entry reads from a port."""
+    fixed = port.get('fixed_ips')
+    return (port.get('id'), port.get('mac_address'), port.get('dns_name'),
+            tuple((f.get('subnet_id'), f.get('ip_address')) if
+                  isinstance(f, dict) else repr(f) for f in fixed)
+            if isinstance(fixed, list) else repr(fixed))
+
+
+def _entry_or_error(port, subnets):
+    try:
+        return ('ok',) + _port_entry(port, subnets)
+    except ValueError as e:
+        return ('error', e)
+
+
+def plan_network(listed, snapshot, bridges, host, memo=None):
     qid, name = listed.quantum_id, listed.name
     net = snapshot.networks.get(qid)
     if net is None:
@@ -260,6 +276,12 @@ def plan_network(listed, snapshot, bridges, host):
         return NotServed(qid, name, 'the DHCP port %s has no address on a '
                          'DHCP-enabled subnet' % dhcp_port.get('id'), problems)
     served_ids = {s.id: s for s in served}
+    # the memo holds entries computed against these subnets only
+    subnets_key = tuple(sorted(served_ids.items()))
+    if memo is not None:
+        old_key, old_entries = memo.get(qid, (None, {}))
+        entries = old_entries if old_key == subnets_key else {}
+        fresh = {}
     hosts, macs, ips, skipped = {}, {}, {}, {}
 
     def skip(port, why):
@@ -274,11 +296,17 @@ def plan_network(listed, snapshot, bridges, host):
     for port in ports:
         if port.get('device_owner') == DHCP_OWNER:
             continue
-        try:
-            mac, content, port_ips = _port_entry(port, served_ids)
-        except ValueError as e:
-            skip(port, e)
+        if memo is None:
+            hit = _entry_or_error(port, served_ids)
+        else:
+            # a change to one port of 10,000 re-validates one port
+            key = _fingerprint(port)
+            hit = fresh[key] = entries.get(key) or _entry_or_error(
+                port, served_ids)
+        if hit[0] == 'error':
+            skip(port, hit[1])
             continue
+        mac, content, port_ips = hit[1:]
         if content is None:
             continue
         if mac in macs:
@@ -291,6 +319,8 @@ def plan_network(listed, snapshot, bridges, host):
         hosts[port['id']] = content
         macs[mac] = port['id']
         ips.update((ip, port['id']) for ip in port_ips)
+    if memo is not None:
+        memo[qid] = (subnets_key, fresh)    # forget ports that are gone
     mtu = net.get('mtu')
     return NetworkPlan(
         quantum_id=qid, name=name,
@@ -302,7 +332,9 @@ def plan_network(listed, snapshot, bridges, host):
         skipped={m: p for m, p in skipped.items() if m not in macs})
 
 
-def compute(listed_networks, snapshot, bridges, host):
-    """quantumId -> NetworkPlan or NotServed, for every listed network."""
-    return {n.quantum_id: plan_network(n, snapshot, bridges, host)
+def compute(listed_networks, snapshot, bridges, host, memo=None):
+    """quantumId -> NetworkPlan or NotServed, for every listed network.
+    memo (a dict the caller keeps between calls) only saves work: the
+    result is the same with or without it."""
+    return {n.quantum_id: plan_network(n, snapshot, bridges, host, memo)
             for n in listed_networks}
