@@ -234,3 +234,32 @@ def test_memo_gives_the_same_plans_and_never_stale_ones():
     assert plan.hosts == {} and 'outside its subnet' in plan.problems[0]
     # ports that are gone are forgotten
     assert len(memo[NET][1]) == 1
+
+
+def test_load_tracker_believes_only_dnsmasqs_own_reads(tmp_path, monkeypatch):
+    from vdsm_dhcp import readiness
+    log = tmp_path / 'dnsmasq.log'
+    hosts = '/state/x/hosts'
+    log.write_text('Nov 1 dnsmasq-dhcp[1]: read %s/p1\n' % hosts)  # old
+    monkeypatch.setattr(readiness, 'dnsmasq_idle', lambda pid: True)
+    tracker = readiness.LoadTracker(str(log), hosts)
+    tracker.expect({'p1': 'p1', 'p2': 'batch-1', 'p3': 'batch-1'})
+    tracker.confirm(1)
+    assert tracker.pending('p1')          # a read from before our write
+    with open(log, 'a') as f:
+        f.write('Nov 1 dnsmasq[1]: inotify: %s/p1 new or modified\n'
+                'Nov 1 dnsmasq-dhcp[1]: read %s/p1\n'
+                'Nov 1 dnsmasq-dhcp[1]: read %s/batch-1\n'
+                'Nov 1 dnsmasq[1]: cannot read %s/batch-1: No such file or '
+                'directory\nNov 1 dnsmasq-dhcp[1]: rea' % ((hosts,) * 4))
+    tracker.confirm(1)
+    assert not tracker.pending('p1')
+    assert tracker.pending('p2') and tracker.pending('p3')  # never loaded
+    monkeypatch.setattr(readiness, 'dnsmasq_idle', lambda pid: False)
+    with open(log, 'a') as f:       # the rest of a half-written line
+        f.write('d %s/batch-1\n' % hosts)
+    tracker.confirm(1)
+    assert tracker.pending('p2')          # read, but dnsmasq still busy
+    monkeypatch.setattr(readiness, 'dnsmasq_idle', lambda pid: True)
+    tracker.confirm(1)
+    assert tracker.pending_count() == 0

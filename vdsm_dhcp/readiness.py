@@ -30,6 +30,9 @@ class LoadTracker:
     def __init__(self, log_path, hosts_dir):
         self.log_path = log_path
         self.prefix = ' read %s/' % hosts_dir
+        # a file deleted before dnsmasq got to it: "read F" then "cannot
+        # read F: No such file" -- nothing was loaded
+        self.failed = ' cannot read %s/' % hosts_dir
         self._lock = threading.Lock()
         self._pos = 0
         self._partial = b''
@@ -66,6 +69,11 @@ class LoadTracker:
         for raw in lines:
             self._lines += 1
             line = raw.decode(errors='replace')
+            at = line.find(self.failed)    # before " read ": it holds it
+            if at >= 0:
+                name = line[at + len(self.failed):].rsplit(':', 1)[0]
+                self._read_at.pop(name.strip(), None)
+                continue
             at = line.find(self.prefix)
             if at >= 0:
                 self._read_at[line[at + len(self.prefix):].strip()] = \
