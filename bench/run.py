@@ -73,8 +73,10 @@ def main(argv):
                         'seconds': round(time.monotonic() - started, 1)})
     doc = {'when': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
            'quick': quick, 'machine': machine(), 'figures': results}
-    os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-    path = os.path.join(HERE, 'results', '%s%s.json' % (
+    out = os.environ.get('VDSM_DHCP_BENCH_RESULTS',
+                         os.path.join(HERE, 'results'))
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, '%s%s.json' % (
         time.strftime('%Y%m%d-%H%M%S'), '-quick' if quick else ''))
     with open(path, 'w') as f:
         json.dump(doc, f, indent=2)
