@@ -45,6 +45,7 @@ install-host:
 		install -D -m 0755 hooks/50_vdsm_dhcp $(DESTDIR)$(HOOKDIR)/$$point/50_vdsm_dhcp; done
 	install -D -m 0644 systemd/vdsm-dhcp-restore.service $(DESTDIR)/usr/lib/systemd/system/vdsm-dhcp-restore.service
 	install -D -m 0644 systemd/vdsm-dhcp.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/vdsm-dhcp.conf
+	install -D -m 0644 systemd/vdsm-dhcp.sysctl $(DESTDIR)/usr/lib/sysctl.d/60-vdsm-dhcp.conf
 	install -D -m 0644 vdsm_dhcp/vdsm/supervdsm_api.py $(DESTDIR)$(VDSM_SITE)/supervdsm_api/vdsm_dhcp.py
 	install -D -m 0644 vdsm_dhcp/vdsm/vdsm_tool.py $(DESTDIR)$(VDSM_SITE)/tool/vdsm_dhcp.py
 	install -D -m 0644 etc/vdsm-dhcp.conf.sample $(DESTDIR)/usr/share/doc/vdsm-dhcp/vdsm-dhcp.conf.sample

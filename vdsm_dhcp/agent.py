@@ -79,6 +79,7 @@ class Agent:
         self._started_rounds = 0     # reconcile rounds begun
         self._done_rounds = 0        # reconcile rounds finished
         self._dirty = True
+        self._full = True        # re-apply unchanged networks too (drift)
         self._stopping = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
             conf.workers, thread_name_prefix='network')
@@ -92,6 +93,14 @@ class Agent:
 
     # -- events -------------------------------------------------------------
     def changed(self, *_):
+        """Something other than the IPAM changed: apply every network."""
+        self._full = True
+        self.source_changed()
+
+    def source_changed(self):
+        """Only the IPAM changed: networks whose plan is the same are left
+        alone (with 10,000 ports, re-applying all of them per change costs
+        more than the change)."""
         self._dirty = True
         self._wake.set()
 
@@ -118,9 +127,10 @@ class Agent:
         os.makedirs(self.conf.state_dir, mode=0o755, exist_ok=True)
         check_traversable(self.conf.state_dir)
         self._read_networks_file()
+        check_inotify_room(len(self.listed))
         self.adopt_or_clean()
         self.control.start()
-        self.source.start(self.changed)
+        self.source.start(self.source_changed)
         watch = bridges.BridgeWatch(self._bridge_event)
         watch.start()
         log.info('agent started (pid %d, host %s, %d listed networks, '
@@ -136,9 +146,11 @@ class Agent:
             now = time.monotonic()
             due = any(r.retry_at and r.retry_at <= now
                       for r in self.runtimes.values())
-            if self._dirty or due or now >= next_resync:
-                self._dirty = False
-                self.reconcile()
+            if now >= next_resync:
+                self._full = True
+            if self._dirty or due or self._full:
+                full, self._dirty, self._full = self._full, False, False
+                self.reconcile(full)
                 next_resync = now + self.conf.resync_interval
         watch.stop()
         self.control.stop()
@@ -180,21 +192,21 @@ class Agent:
         self.listed = listed
 
     # -- reconcile ----------------------------------------------------------
-    def reconcile(self):
+    def reconcile(self, full=True):
         with self._reconciled:
             self._started_rounds += 1
         try:
-            self._reconcile()
+            self._reconcile(full)
         finally:
             with self._reconciled:
                 self._done_rounds = self._started_rounds
                 self._reconciled.notify_all()
 
-    def _reconcile(self):
+    def _reconcile(self, full):
         self._read_networks_file()
         listed_ids = {n.quantum_id for n in self.listed}
-        for qid in [q for q in self.runtimes if q not in listed_ids]:
-            self._teardown(qid, 'no longer in the networks file')
+        self._teardown_many([q for q in self.runtimes if q not in listed_ids],
+                            'no longer in the networks file')
         for qid in self.served_ids - listed_ids:
             self.source.release(qid)
         self.served_ids = listed_ids
@@ -231,6 +243,9 @@ class Agent:
             elif runtime.retry_at and runtime.retry_at > now and \
                     runtime.plan is not None:
                 continue   # backing off; the retry comes when due
+            elif not full and runtime.plan == plan and not runtime.error \
+                    and runtime.dnsmasq.alive():
+                continue   # the IPAM changed elsewhere
             jobs[self._pool.submit(self._apply, runtime, plan)] = runtime
         for future in concurrent.futures.as_completed(jobs):
             runtime = jobs[future]
@@ -302,9 +317,17 @@ class Agent:
         self.driver.unplug(qid)
         dm.remove_files()
 
+    def _teardown_many(self, qids, reason):
+        """In parallel: 100 networks one by one take seconds."""
+        for future in [self._pool.submit(self._teardown, q, reason)
+                       for q in qids]:
+            try:
+                future.result()
+            except Exception as e:
+                log.error('teardown failed: %s', e)
+
     def teardown_all(self):
-        for qid in list(self.runtimes):
-            self._teardown(qid, 'the networks list is empty')
+        self._teardown_many(list(self.runtimes), 'the networks list is empty')
         for qid in self.served_ids | {n.quantum_id for n in self.listed}:
             self.source.release(qid)
         self.served_ids = set()
@@ -542,6 +565,21 @@ def check_traversable(path):
             log.error('%s is not searchable by others: dnsmasq, running '
                       'unprivileged, will not read its files below it', path)
         path = os.path.dirname(path)
+
+
+def check_inotify_room(networks):
+    """Each dnsmasq takes an inotify instance, counted against its user:
+    past fs.inotify.max_user_instances, dnsmasq exits at start ("failed to
+    create inotify")."""
+    try:
+        with open('/proc/sys/fs/inotify/max_user_instances') as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return
+    if networks > limit - 8:
+        log.error('%d networks listed, but fs.inotify.max_user_instances is '
+                  '%d: dnsmasq beyond that fails to start; raise it '
+                  '(/usr/lib/sysctl.d/60-vdsm-dhcp.conf does)', networks, limit)
 
 
 def main(argv=None):

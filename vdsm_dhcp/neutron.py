@@ -57,7 +57,8 @@ neutron_opts = [
     cfg.StrOpt('transport_url', secret=True,
                help='oslo.messaging URL of Neutron\'s notifications '
                     '(rabbit://...); unset: poll only.'),
-    cfg.StrOpt('notification_topic', default='notifications'),
+    cfg.StrOpt('notification_topic', default='notifications',
+               help='The topic Neutron sends its notifications to.'),
     cfg.StrOpt('notification_exchange', default='neutron',
                help='The exchange Neutron publishes on (its control_exchange).'),
     cfg.BoolOpt('manage_dhcp_port', default=True,
