@@ -579,7 +579,8 @@ def check_inotify_room(networks):
     if networks > limit - 8:
         log.error('%d networks listed, but fs.inotify.max_user_instances is '
                   '%d: dnsmasq beyond that fails to start; raise it '
-                  '(/usr/lib/sysctl.d/60-vdsm-dhcp.conf does)', networks, limit)
+                  '(/usr/lib/sysctl.d/60-vdsm-dhcp.conf does)',
+                  networks, limit)
 
 
 def main(argv=None):
