@@ -55,7 +55,30 @@ def table(results):
     return '\n'.join(lines)
 
 
+def markdown(doc):
+    """bench/RESULTS.md from a results document."""
+    m = doc['machine']
+    out = ['# Benchmark results', '',
+           '%s run of %s on %d CPUs, Linux %s, Python %s (%s).' % (
+               'Quick' if doc['quick'] else 'Full', doc['when'], m['cpus'],
+               m['kernel'], m['python'], m['machine']), '',
+           'Medians of several runs; spreads and raw runs are in the JSON. '
+           '"Neutron" is Neutron 29\'s own DHCP agent code (dhcp.Dnsmasq) on '
+           'the same data and dnsmasq binary.', '', table(doc['figures']),
+           '', '## Notes per row', '']
+    for fig in doc['figures']:
+        for row in fig['rows']:
+            if row.get('notes'):
+                out.append('- **%s / %s**: %s' % (fig['figure'], row['name'],
+                                                  row['notes']))
+    return '\n'.join(out) + '\n'
+
+
 def main(argv):
+    if argv[:1] == ['--markdown']:     # --markdown RESULTS.json > RESULTS.md
+        with open(argv[1]) as f:
+            print(markdown(json.load(f)), end='')
+        return 0
     quick = '--quick' in argv
     only = [a for a in argv if not a.startswith('--')]
     results = []
