@@ -30,6 +30,8 @@ import urllib.parse
 import urllib.request
 import uuid
 
+from vdsm_dhcp.dnsmasq import pid_alive
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEUTRON_VENV = os.environ.get('VDSM_DHCP_NEUTRON_VENV',
                               os.path.join(ROOT, '.venv-neutron'))
@@ -111,14 +113,8 @@ def _port_open(port):
         return s.connect_ex((HOST, port)) == 0
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# alive and not a zombie (Erlang's helpers linger as zombies of PID 1)
+_alive = pid_alive
 
 
 class NeutronLab:
