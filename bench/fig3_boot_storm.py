@@ -102,7 +102,7 @@ def run(quick):
     try:
         nets = bench.networks(n_nets, 0)
         bench.listed()
-        agent = bench.agent()
+        bench.agent()
         _, took = _lab.wait_until(lambda: _lab.servable(bench.status()), 60)
         for k, gate in enumerate(variants):
             vms = make_vms(bench, nets, n_vms, offset=0x1000 * (k + 1),

@@ -3,8 +3,6 @@ import os
 import signal
 import time
 
-import pytest
-
 from tests import rig
 from tests.rig import mac, wait_for
 
@@ -99,7 +97,6 @@ def test_changed_port_ip_is_served_after_reload(host, lab):
 
 
 def test_dropped_network_torn_down_and_late_bridge_served(host, lab):
-    import os
     red, rsub, (rport,) = one_network(host, lab)
     blue, bsub, (bport,) = one_network(host, lab, name='blue',
                                        cidr='10.20.0.0/24', prefix='10.20.0')
@@ -157,7 +154,6 @@ def test_agent_kill_9_keeps_dhcp_and_next_agent_adopts(host, lab):
 
 
 def test_dnsmasq_kill_9_is_back_within_2s(host, lab):
-    import os
     net, sub, (port,) = one_network(host, lab)
     host.networks(('red', net['id']))
     agent = host.agent()
@@ -201,7 +197,6 @@ def test_hostile_ipam_data_skips_only_the_bad_ports(host, lab):
 
 
 def test_stale_namespaces_and_devices_removed_at_start(host, lab):
-    import os
     from pyroute2 import IPRoute, netns
     from vdsm_dhcp.interface import device_names
     net, sub, (port,) = one_network(host, lab)

@@ -1,7 +1,7 @@
 """Desired state and dnsmasq's files, computed without root or I/O."""
 import pytest
 
-from vdsm_dhcp import config, desired, dnsmasq
+from vdsm_dhcp import config, dnsmasq
 from vdsm_dhcp.desired import Snapshot, compute
 from vdsm_dhcp.networks_file import Network
 

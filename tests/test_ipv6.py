@@ -3,7 +3,6 @@ namespaces whose eth0 has DAD off (rig.VM6), udhcpc for IPv4."""
 import os
 import time
 
-import pytest
 
 from tests import rig
 from tests.rig import mac

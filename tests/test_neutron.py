@@ -6,7 +6,6 @@ import time
 import pytest
 
 from tests import rig
-from tests.conftest import Host
 from tests.rig import wait_for
 from vdsm_dhcp import config
 

@@ -176,8 +176,7 @@ class Agent:
             if dm.cmdline and not dm.alive():
                 log.error('network %s: dnsmasq pid %s died; restarting: %s',
                           runtime.quantum_id, dm.pid, dm.log_tail(300))
-                dm.reap()
-                dm.pid = dm.proc = dm.cmdline = None
+                dm.pid = dm.proc = dm.cmdline = None   # alive() reaped it
                 self._dirty = True
 
     def _read_networks_file(self):
@@ -257,11 +256,7 @@ class Agent:
 
     def _apply(self, runtime, plan):
         qid = plan.quantum_id
-        if runtime.plan is not None and runtime.plan.problems != \
-                plan.problems:
-            for problem in plan.problems:
-                log.warning('network %s: %s', plan.name, problem)
-        elif runtime.plan is None:
+        if runtime.plan is None or runtime.plan.problems != plan.problems:
             for problem in plan.problems:
                 log.warning('network %s: %s', plan.name, problem)
         readdressed = self.driver.plug(qid, plan.interface)

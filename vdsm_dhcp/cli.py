@@ -4,7 +4,6 @@ Exit status: 0 on success, the VDSM error code (mod 256) or 1 on failure.
 """
 import argparse
 import json
-import os
 import sys
 import time
 

@@ -304,12 +304,6 @@ class Dnsmasq:
         if proc is not None:
             proc.wait()
 
-    def reap(self):
-        """Collect our child if it exited (so it is no zombie)."""
-        if self.proc is not None and self.proc.poll() is not None:
-            return True
-        return False
-
     def signal(self, signum):
         if self.pid:
             os.kill(self.pid, signum)
