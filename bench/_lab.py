@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from tests import rig
-from tests.conftest import Host
+from tests.rig import Host
 from vdsm_dhcp import config, control
 from vdsm_dhcp.fileutil import atomic_write
 
@@ -225,13 +225,18 @@ class Bench:
     def __init__(self, **conf_extra):
         require_isolation()
         self.root = tempfile.mkdtemp(prefix='vdsm-dhcp-bench-')
-        os.chmod(self.root, 0o755)   # dnsmasq (nobody) reads below it
-        self.lab = rig.Lab()
-        self.host = Host(os.path.join(self.root, 'host-a'))
-        opts = dict(control_group='nogroup', supervise_interval=0.25)
-        opts.update(conf_extra)
-        rig.write_conf(self.host.conf_path, self.host.base, **opts)
-        self.host.conf = config.load(self.host.conf_path)
+        self.lab = self.host = None
+        try:
+            os.chmod(self.root, 0o755)   # dnsmasq (nobody) reads below it
+            self.lab = rig.Lab()
+            self.host = Host(os.path.join(self.root, 'host-a'))
+            opts = dict(control_group='nogroup', supervise_interval=0.25)
+            opts.update(conf_extra)
+            rig.write_conf(self.host.conf_path, self.host.base, **opts)
+            self.host.conf = config.load(self.host.conf_path)
+        except BaseException:
+            self.close()
+            raise
         self.conf = self.host.conf
         self.ipam = self.host.ipam
         self.nets = []        # (name, net, subnet, prefix)
@@ -310,11 +315,13 @@ class Bench:
         the survivors."""
         errors = []
         try:
-            self.host.cleanup()
+            if self.host is not None:
+                self.host.cleanup()
         except Exception as e:
             errors.append('host cleanup: %s' % e)
         try:
-            self.lab.close()
+            if self.lab is not None:
+                self.lab.close()
         except Exception as e:
             errors.append('lab close: %s' % e)
         left = survivors(self.root)

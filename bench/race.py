@@ -11,9 +11,8 @@ import sys
 import tempfile
 import time
 
-from tests import rig
-from tests.conftest import Host
-from tests.rig import mac
+from tests import leftovers, rig
+from tests.rig import Host, mac
 from tests.test_agent_e2e import one_network
 from tests.test_hooks import DOMXML, NIC, run_hook
 
@@ -41,13 +40,15 @@ def rounds(host, lab, net, sub, n, gate, offset):
 
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    leftovers.raise_on_sigterm()    # a SIGTERM still runs the clean-up
     base = tempfile.mkdtemp(prefix='vdsm-dhcp-bench-')
-    os.chmod(base, 0o755)
-    lab = rig.Lab()
-    host = Host(os.path.join(base, 'host-a'))
-    rig.write_conf(host.conf_path, host.base, control_group='nogroup',
-                   hooks__wait_timeout=5)
+    lab = host = None
     try:
+        os.chmod(base, 0o755)
+        lab = rig.Lab()
+        host = Host(os.path.join(base, 'host-a'))
+        rig.write_conf(host.conf_path, host.base, control_group='nogroup',
+                       hooks__wait_timeout=5)
         net, sub, _ = one_network(host, lab, cidr='10.10.0.0/16',
                                   prefix='10.10.0', vms=0)
         host.networks(('red', net['id']))
@@ -80,9 +81,13 @@ def main():
               'ms' % (statistics.median(hook), statistics.median(empty),
                       statistics.median(t)))
     finally:
-        host.cleanup()
-        lab.close()
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            if host is not None:
+                host.cleanup()
+        finally:
+            if lab is not None:
+                lab.close()
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == '__main__':

@@ -16,6 +16,8 @@ import statistics
 import sys
 import time
 
+from tests import leftovers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -79,6 +81,21 @@ def main(argv):
         with open(argv[1]) as f:
             print(markdown(json.load(f)), end='')
         return 0
+    # what the figures start and make is marked as this run's; a SIGTERM
+    # (a timeout, `kill`) raises like Ctrl-C, so every clean-up runs
+    run = leftovers.Run().begin()
+    leftovers.raise_on_sigterm()
+    try:
+        status = measure(argv)
+    finally:
+        left = run.finish()
+        if left:
+            print('\nLEFT BEHIND by this benchmark run (now removed):\n  '
+                  + '\n  '.join(left), flush=True)
+    return 1 if left else status
+
+
+def measure(argv):
     quick = '--quick' in argv
     only = [a for a in argv if not a.startswith('--')]
     results = []
@@ -110,4 +127,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as e:     # Ctrl-C or SIGTERM, cleaned up
+        print('interrupted: %s' % (e or 'Ctrl-C'), file=sys.stderr)
+        sys.exit(130)

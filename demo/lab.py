@@ -8,8 +8,9 @@ import sys
 import tempfile
 import time
 
-from tests import rig
+from tests import leftovers, rig
 from tests.rig import mac
+from tests.systemd_manager import SystemdManager
 from vdsm_dhcp import config
 
 HEADER = """\
@@ -17,9 +18,10 @@ vdsm-dhcp demo: one isolated "host" with three bridges.
   red   10.10.0.0/24  listed    router, DNS, a host route, MTU 1450
   blue  10.20.0.0/24  listed    plus fd00:20::/64 DHCPv6-stateful
   green 10.30.0.0/24  NOT listed (in the IPAM, bridge present)
-The agent (vdsm-dhcp-agent, foreground) serves only the listed networks,
-and only to MACs of IPAM ports. Each "VM" is a namespace on a bridge
-running udhcpc once."""
+A private systemd manager on a private D-Bus plays the host's systemd:
+`vdsm-dhcp set` (the setDHCP verb) starts the agent as a transient unit,
+which serves only the listed networks, and only to MACs of IPAM ports.
+Each "VM" is a namespace on a bridge running udhcpc once."""
 NO_OFFER = {'green': 'no offer: not listed on this host',
             'unknown': 'no offer: MAC not in the IPAM'}
 
@@ -84,24 +86,46 @@ def dhcp6(vm):
         if os.path.exists(out) else None
 
 
+def shell(conf_path, *args, show=True, grep=None):
+    """Run `vdsm-dhcp ARGS` as an operator would, print it and its
+    output (only the lines containing `grep`, when given)."""
+    out = subprocess.run([os.path.join(rig.BIN, 'vdsm-dhcp'),
+                          '--config-file', conf_path] + list(args),
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, NO_COLOR='1'))
+    if show:
+        text = out.stdout + out.stderr
+        if grep:
+            text = ''.join(line for line in text.splitlines(True)
+                           if any(g in line for g in grep))
+        print('\n$ vdsm-dhcp %s\n%s' % (' '.join(args), text), end='')
+    return out
+
+
 def run(base, failures):
     conf_path = rig.write_conf(os.path.join(base, 'vdsm-dhcp.conf'), base,
-                               host='demo-host')
+                               host='demo-host',
+                               agent_unit='vdsm-dhcp-agent.service')
     conf = config.load(conf_path)
     ipam = rig.Ipam(conf.file.path)
     nets = build_ipam(ipam, 'demo-host')
     lab = rig.Lab()
+    manager = SystemdManager().start()
+    os.environ['DBUS_SYSTEM_BUS_ADDRESS'] = manager.bus
     agent = rig.AgentProcess(conf_path, conf, os.path.join(base, 'agent.log'))
     try:
         for name in nets:
             lab.bridge(name, mtu=nets[name][0]['mtu'])
-        # the networks file as VDSM's setDHCP writes it: green left out
-        rig.write_networks(base, [(n, nets[n][0]['id'])
-                                  for n in ('red', 'blue')])
-        _, ms = timed(agent.start)
+        # setDHCP, as VDSM calls it: green left out
+        start = time.monotonic()
+        out = shell(conf_path, 'set', 'red=' + nets['red'][0]['id'],
+                    'blue=' + nets['blue'][0]['id'])
+        if out.returncode != 0:
+            raise RuntimeError('vdsm-dhcp set failed: %s' % out.stderr)
         for n in ('red', 'blue'):
             agent.wait_served(n)
-        print('\nagent up in %.0f ms, red and blue served\n' % ms)
+        print('agent unit started, red and blue served %.0f ms after the '
+              'call\n' % ((time.monotonic() - start) * 1000))
 
         # every VM port of every network, then a MAC no port has
         cases = [('%s-vm%d' % (n, k + 1), n, p['mac_address'], p)
@@ -147,46 +171,61 @@ def run(base, failures):
 
         # a port created in the IPAM while the agent runs: the VM exists
         # first, so the time measured is the agent's, not the plumbing's
+        # then the readiness gate the VM hooks run, then one DHCP try
         net, sub, _ = nets['red']
         new = ipam.port(net, mac(0x10077), [(sub, '10.10.0.77')])
         vm = lab.vm('red', new['mac_address'])
         start = time.monotonic()
         ipam.save()
-        lease = rig.wait_for(lambda: vm.dhcp(tries=1), timeout=15,
-                             interval=0, what='lease for the new port')
-        print('\nport %s (10.10.0.77) added to the IPAM: VM got %s '
-              '%.0f ms later' % (new['mac_address'], lease['ip'],
-                                 (time.monotonic() - start) * 1000))
-        if lease['ip'] != '10.10.0.77':
-            failures.append('new port got %s' % lease['ip'])
+        print('\nport %s (10.10.0.77) added to the IPAM' % new['mac_address'],
+              end='')
+        gate = shell(conf_path, 'wait', '--timeout', '10', new['mac_address'])
+        lease = vm.dhcp(tries=1) or {}
+        print('VM got %s %.0f ms after the port was added, on its first '
+              'DISCOVER' % (lease.get('ip'),
+                            (time.monotonic() - start) * 1000))
+        if gate.returncode != 0 or lease.get('ip') != '10.10.0.77':
+            failures.append('new port: gate %s, lease %s'
+                            % (gate.returncode, lease.get('ip')))
 
-        cli = os.path.join(rig.BIN, 'vdsm-dhcp')
-        for args in (['status'], ['why', nets['green'][2][0]['mac_address']]):
-            out = subprocess.run([cli, '--config-file', conf_path] + args,
-                                 capture_output=True, text=True, timeout=30)
-            print('\n$ vdsm-dhcp --config-file %s %s\n%s%s'
-                  % (conf_path, ' '.join(args), out.stdout, out.stderr))
+        status = shell(conf_path, 'status')
+        if 'active (running)' not in status.stdout:
+            failures.append('status does not show the unit active')
+        shell(conf_path, 'why', nets['red'][2][0]['mac_address'])
+        shell(conf_path, 'why', nets['green'][2][0]['mac_address'])
+        shell(conf_path, 'metrics', grep=('vdsm_dhcp_network_served{',
+                                          'vdsm_dhcp_network_leases{',
+                                          'readiness_latency_seconds_count',
+                                          'wait_requests_total{outcome="r'))
+        out = shell(conf_path, 'clear')
+        if out.returncode != 0:
+            failures.append('vdsm-dhcp clear failed: %s' % out.stderr)
+        namespaces = [n for n in os.listdir('/run/netns')
+                      if n.startswith('qdhcp-')]
+        from vdsm_dhcp.systemd import Systemd
+        unit = Systemd().unit_state(conf.agent_unit)
+        print('after clear: unit %s, %d qdhcp namespaces' % (
+            'gone' if not unit else unit['ActiveState'], len(namespaces)))
+        if unit:
+            failures.append('clear left the unit %s' % unit['ActiveState'])
+        if namespaces:
+            failures.append('clear left %s' % namespaces)
     finally:
-        # empty list first: on SIGTERM the agent then tears down its
-        # namespaces and dnsmasq (a plain SIGTERM would leave them running)
+        # whatever happened above: the empty list, the unit stopped (its
+        # agent tears everything down), then the manager
         rig.write_networks(base, [])
         try:
-            agent.stop(timeout=30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+            from vdsm_dhcp.systemd import Systemd
+            Systemd().stop(conf.agent_unit, timeout=60)
+        except Exception as e:
+            failures.append('stopping the unit: %s' % e)
         subprocess.run([os.path.join(rig.BIN, 'vdsm-dhcp-agent'),
                         '--config-file', conf_path, '--cleanup'],
                        capture_output=True, timeout=60)
         rig.kill_leftover_dnsmasq(conf.state_dir)
+        manager.stop()
+        os.environ.pop('DBUS_SYSTEM_BUS_ADDRESS', None)
         lab.close()
-
-
-def _cmdline(pid):
-    try:
-        with open('/proc/%s/cmdline' % pid, 'rb') as f:
-            return f.read().decode(errors='replace')
-    except OSError:
-        return ''
 
 
 def main():
@@ -194,23 +233,29 @@ def main():
         print('run me through tests/isolated (make demo): I build bridges')
         return 2
     print(HEADER)
-    # dnsmasq drops privileges to nobody: its state must be reachable
-    base = tempfile.mkdtemp(prefix='vdsm-dhcp-demo-')
-    os.chmod(base, 0o755)
+    # what the demo starts and makes is marked as its own; a SIGTERM raises
+    # like Ctrl-C, so the teardown below runs either way
+    leftovers_run = leftovers.Run().begin()
+    leftovers.raise_on_sigterm()
     failures = []
     try:
-        run(base, failures)
-    except Exception as e:
-        failures.append('%s: %s' % (type(e).__name__, e))
+        # dnsmasq drops privileges to nobody: its state must be reachable
+        base = tempfile.mkdtemp(prefix='vdsm-dhcp-demo-')
+        try:
+            os.chmod(base, 0o755)
+            run(base, failures)
+        except Exception as e:
+            failures.append('%s: %s' % (type(e).__name__, e))
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
-    # what teardown left: named namespaces, processes started under base
-    left = os.listdir('/run/netns') + [
-        pid for pid in os.listdir('/proc') if pid.isdigit()
-        and base in _cmdline(pid)]
-    print('\nteardown: left behind: %s' % (left or 'nothing'))
+        # what teardown left: named namespaces, processes, temp dirs
+        left = os.listdir('/run/netns') + leftovers_run.finish()
+        print('\nteardown: left behind: %s'
+              % ('\n  '.join([''] + left) if left else 'nothing'))
     if left:
-        failures.append('teardown left %s' % left)
+        failures.append('teardown left %d things (removed since)'
+                        % len(left))
     if failures:
         print('\nFAILED:\n  ' + '\n  '.join(failures))
         return 1
@@ -219,4 +264,8 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:     # Ctrl-C or SIGTERM, cleaned up
+        print('interrupted: %s' % (e or 'Ctrl-C'), file=sys.stderr)
+        sys.exit(130)

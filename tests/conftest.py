@@ -1,67 +1,55 @@
 import os
 import shutil
-import subprocess
 import tempfile
+import time
 
 import pytest
 
-from vdsm_dhcp import config
-from tests import rig
+from tests import faultlog, leftovers, rig
+from tests.rig import Host  # noqa: F401  (its old home; bench used it)
 
 ISOLATED = os.environ.get('VDSM_DHCP_ISOLATED') == '1'
 
 
-class Host:
-    """One test "host": its config, IPAM file, bridges, VMs and agents."""
+# -- nothing left behind ------------------------------------------------------
+RUN = pytest.StashKey()
 
-    def __init__(self, base, name='host-a'):
-        self.base = base
-        os.makedirs(base, exist_ok=True)
-        self.conf_path = rig.write_conf(os.path.join(base, 'vdsm-dhcp.conf'),
-                                        base, host=name)
-        self.conf = config.load(self.conf_path)
-        self.ipam = rig.Ipam(self.conf.file.path)
-        self.agents = []
 
-    def agent(self, start=True):
-        agent = rig.AgentProcess(self.conf_path, self.conf,
-                                 os.path.join(self.base, 'agent.log'))
-        self.agents.append(agent)
-        return agent.start() if start else agent
+def pytest_configure(config):
+    # every process the session starts carries its token; every temp dir
+    # and cgroup it makes is recorded (tests/leftovers.py)
+    config.stash[RUN] = leftovers.Run().begin()
+    # the fault records of this session form one run (tests/faultlog.py)
+    os.environ.setdefault(faultlog.RUN_ENV,
+                          time.strftime('%Y%m%d-%H%M%S-') + str(os.getpid()))
+    # a SIGTERM (a timeout, `kill`) ends the session as Ctrl-C does: pytest
+    # then still tears down every fixture
+    leftovers.raise_on_sigterm()
 
-    def networks(self, *pairs):
-        rig.write_networks(self.base, pairs)
 
-    def cleanup(self):
-        """Every step runs even if an earlier one fails (a broken test
-        must still leave no process, namespace or file behind)."""
-        errors = []
-        for step in (self._stop_unit, self._stop_agents, self._sweep):
-            try:
-                step()
-            except Exception as e:
-                errors.append('%s: %r' % (step.__name__, e))
-        if errors:
-            raise AssertionError('cleanup of %s: %s' % (self.base, errors))
-
-    def _stop_unit(self):
-        rig.write_networks(self.base, [])
-        if os.environ.get('DBUS_SYSTEM_BUS_ADDRESS'):
-            from vdsm_dhcp.systemd import Systemd
-            Systemd().stop(self.conf.agent_unit, timeout=60)
-
-    def _stop_agents(self):
-        for agent in self.agents:
-            try:
-                agent.stop(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-
-    def _sweep(self):
-        subprocess.run([os.path.join(rig.BIN, 'vdsm-dhcp-agent'),
-                        '--config-file', self.conf_path, '--cleanup'],
-                       timeout=60, capture_output=True)
-        rig.kill_leftover_dnsmasq(self.conf.state_dir)
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """After every fixture's teardown (pytest's own sessionfinish runs
+    them): anything of this session still there fails the run, loudly, and
+    is then removed by PID and name."""
+    run = session.config.stash.get(RUN, None)
+    if run is None:
+        return
+    del session.config.stash[RUN]
+    left = run.finish()
+    if not left:
+        return
+    message = ('LEFT BEHIND by this test session (now removed):\n  '
+               + '\n  '.join(left))
+    reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+    if reporter is not None:
+        reporter.write_line('')
+        reporter.write_sep('!', 'leftovers', red=True, bold=True)
+        reporter.write_line(message, red=True)
+    else:
+        print(message)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _require_isolation():

@@ -14,6 +14,7 @@ a start() that failed halfway. Needs root and scripts/install-neutron-lab.
                                           'provider:physical_network': 'p1'})
         ...
         lab.api_stop(); ...; lab.api_start()   # "Neutron API down a while"
+        lab.rabbit_stop(); ...; lab.rabbit_start()   # "the broker down"
     finally:
         lab.stop()
 """
@@ -64,6 +65,9 @@ lock_path = {base}/state/lock
 [oslo_messaging_notifications]
 driver = messagingv2
 transport_url = {transport_url}
+# while the broker is down (rabbit_stop), drop a notification at once
+# rather than retry for ever inside the API request (the API would hang)
+retry = 0
 """
 
 ML2_CONF = """\
@@ -402,6 +406,20 @@ class NeutronLab:
         self._end('beam.smp', timeout=30)
         self._end('rabbitmq', timeout=30)
         self._end('epmd', timeout=10)
+
+    def rabbit_stop(self):
+        """Stop only the broker (and its epmd); the API keeps serving."""
+        self._stop_rabbitmq()
+
+    def rabbit_start(self):
+        """Start the broker again on the same ports (its data dir kept)."""
+        if self.pids.get('rabbitmq'):
+            raise RuntimeError('RabbitMQ already running')
+        try:    # `rabbitmqctl wait` would wait on the old PID
+            os.unlink(self._renv['RABBITMQ_PID_FILE'])
+        except FileNotFoundError:
+            pass
+        self._start_rabbitmq()
 
     def _marked_pids(self):
         """Processes of this lab left behind by the ones we recorded (e.g.

@@ -60,7 +60,7 @@ def main():
     parser.add_argument('--bridge', default='red')
     parser.add_argument('--uplink', default='uplinkb')
     parser.add_argument('--ready')
-    parser.add_argument('--timeout', type=float, default=20.0)
+    parser.add_argument('--timeout', type=float, default=60.0)
     parser.add_argument('--cleanup', action='store_true')
     args = parser.parse_args()
     parent = '/proc/%d/ns/net' % os.getppid()

@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -13,7 +15,7 @@ import uuid
 
 from pyroute2 import IPRoute, NetNS, netns
 
-from vdsm_dhcp import control, dnsmasq
+from vdsm_dhcp import config, control, dnsmasq
 from vdsm_dhcp.fileutil import atomic_write
 from vdsm_dhcp.netns_exec import netns_preexec
 
@@ -22,7 +24,12 @@ DHCP_SCRIPT = os.path.join(HERE, 'dhcp-script')
 BIN = os.path.dirname(sys.executable)
 
 
-def wait_for(predicate, timeout=10.0, interval=0.01, what='condition'):
+# a hang bound, not a speed claim: generous, for a loaded 2-core machine
+# (timings are measured in bench/)
+HANG = 30.0
+
+
+def wait_for(predicate, timeout=HANG, interval=0.01, what='condition'):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -123,6 +130,59 @@ def write_networks(conf_base, pairs):
                         [networks_file.Network(n, q) for n, q in pairs])
 
 
+class Host:
+    """One test "host": its config, IPAM file, bridges, VMs and agents."""
+
+    def __init__(self, base, name='host-a'):
+        self.base = base
+        os.makedirs(base, exist_ok=True)
+        self.conf_path = write_conf(os.path.join(base, 'vdsm-dhcp.conf'),
+                                    base, host=name)
+        self.conf = config.load(self.conf_path)
+        self.ipam = Ipam(self.conf.file.path)
+        self.agents = []
+
+    def agent(self, start=True):
+        agent = AgentProcess(self.conf_path, self.conf,
+                             os.path.join(self.base, 'agent.log'))
+        self.agents.append(agent)
+        return agent.start() if start else agent
+
+    def networks(self, *pairs):
+        write_networks(self.base, pairs)
+
+    def cleanup(self):
+        """Every step runs even if an earlier one fails (a broken test
+        must still leave no process, namespace or file behind)."""
+        errors = []
+        for step in (self._stop_unit, self._stop_agents, self._sweep):
+            try:
+                step()
+            except Exception as e:
+                errors.append('%s: %r' % (step.__name__, e))
+        if errors:
+            raise AssertionError('cleanup of %s: %s' % (self.base, errors))
+
+    def _stop_unit(self):
+        write_networks(self.base, [])
+        if os.environ.get('DBUS_SYSTEM_BUS_ADDRESS'):
+            from vdsm_dhcp.systemd import Systemd
+            Systemd().stop(self.conf.agent_unit, timeout=60)
+
+    def _stop_agents(self):
+        for agent in self.agents:
+            try:
+                agent.stop(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+
+    def _sweep(self):
+        subprocess.run([os.path.join(BIN, 'vdsm-dhcp-agent'),
+                        '--config-file', self.conf_path, '--cleanup'],
+                       timeout=60, capture_output=True)
+        kill_leftover_dnsmasq(self.conf.state_dir)
+
+
 class Lab:
     """Bridges and VMs of one test; close() removes all it made."""
 
@@ -180,6 +240,7 @@ class VM:
         self.mac = mac_address
         self.ns = 'vm-%s-%d' % (lab.tag, VM.count)
         self.out = os.path.join(lab.dir, 'lease-%s' % self.ns)
+        self.udhcpc_output = ''
         host_if = 'vm%s%d' % (lab.tag, VM.count)
         netns.create(self.ns)
         lab.namespaces.append(self.ns)
@@ -220,9 +281,73 @@ class VM:
                            '-O', 'staticroutes', '-O', 'mtu',
                            '-s', DHCP_SCRIPT],
                           env=env, capture_output=True, timeout=30)
+        self.udhcpc_output = (result.stdout + result.stderr).decode(
+            errors='replace')
         if result.returncode != 0 or not os.path.exists(self.out):
             return None
         return read_env(self.out)
+
+    def offers(self, wait=3.0):
+        """Broadcast one DHCPDISCOVER from this VM's MAC and collect every
+        DHCPOFFER that comes within `wait` s: [(server id, offered IP)]
+        sorted. Unlike a client, which takes the first offer, this sees
+        each server that answers (dnsmasq logs no offers: --quiet-dhcp)."""
+        xid = int.from_bytes(os.urandom(4), 'big')
+        chaddr = bytes.fromhex(self.mac.replace(':', ''))
+        discover = (struct.pack('!BBBBIHH4s4s4s4s16s192sI', 1, 1, 6, 0, xid,
+                                0, 0x8000,   # answer by broadcast: no IP yet
+                                bytes(4), bytes(4), bytes(4), bytes(4),
+                                chaddr.ljust(16, b'\0'), bytes(192),
+                                0x63825363) +
+                    bytes([53, 1, 1, 255]))            # DHCPDISCOVER, end
+        sock = netns.create_socket(self.ns, socket.AF_INET, socket.SOCK_DGRAM)
+        found = set()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            b'eth0')
+            sock.bind(('0.0.0.0', 68))
+            sock.sendto(discover, ('255.255.255.255', 67))
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    reply = sock.recv(4096)
+                except socket.timeout:
+                    break
+                offer = _parse_offer(reply, xid)
+                if offer:
+                    found.add(offer)
+        finally:
+            sock.close()
+        return sorted(found)
+
+    def discovered(self):
+        """The last dhcp() did broadcast a DISCOVER: "no lease" then means
+        nobody answered, not that the client never ran."""
+        return 'broadcasting discover' in self.udhcpc_output
+
+
+def _parse_offer(packet, xid):
+    """(server id, offered IP) of a BOOTREPLY DHCPOFFER for xid, or None."""
+    if len(packet) < 240 or packet[0] != 2 or \
+            struct.unpack('!I', packet[4:8])[0] != xid or \
+            packet[236:240] != b'\x63\x82\x53\x63':
+        return None
+    options, i = {}, 240
+    while i < len(packet) and packet[i] != 255:
+        if packet[i] == 0:          # pad
+            i += 1
+            continue
+        if i + 1 >= len(packet):
+            break
+        code, size = packet[i], packet[i + 1]
+        options[code] = packet[i + 2:i + 2 + size]
+        i += 2 + size
+    if options.get(53) != b'\x02' or len(options.get(54, b'')) != 4:
+        return None
+    return (socket.inet_ntoa(options[54]), socket.inet_ntoa(packet[16:20]))
 
 
 def read_env(path):
@@ -249,7 +374,7 @@ class AgentProcess:
              self.conf_path], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         if wait:
-            wait_for(self.answers, 20, what='agent control socket')
+            wait_for(self.answers, HANG, what='agent control socket')
         return self
 
     def answers(self):
@@ -270,7 +395,7 @@ class AgentProcess:
                 return n
         raise KeyError(name)
 
-    def wait_served(self, name, timeout=20):
+    def wait_served(self, name, timeout=HANG):
         return wait_for(lambda: self.network(name)['served'] and
                         self.network(name), timeout,
                         what='network %s served' % name)

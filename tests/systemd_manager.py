@@ -7,10 +7,16 @@ are seen on both sides). Code under test reaches it through
 DBUS_SYSTEM_BUS_ADDRESS, exactly as it reaches the real one on a host.
 """
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
+
+from tests import leftovers
+from vdsm_dhcp.dnsmasq import pid_alive, proc_cmdline
 
 CGROUP_HIERARCHIES = ('systemd', 'unified', 'cpu', 'memory', 'pids')
 
@@ -33,7 +39,9 @@ class SystemdManager:
     def __init__(self):
         self.rt = tempfile.mkdtemp(prefix='vdsm-dhcp-sd-')
         os.chmod(self.rt, 0o700)
-        self.cgroup = 'vdsm-dhcp-test-sd-%d' % os.getpid()
+        # unique per manager, ours by its name
+        self.cgroup = 'vdsm-dhcp-test-sd-%d-%s' % (os.getpid(),
+                                                   uuid.uuid4().hex[:6])
         self.bus = 'unix:path=%s/bus' % self.rt
         self.dbus_pid = self.manager = None
 
@@ -42,6 +50,21 @@ class SystemdManager:
                     DBUS_SESSION_BUS_ADDRESS=self.bus)
 
     def start(self):
+        """Up and on the bus, or everything it started is gone again
+        (also when interrupted while starting)."""
+        try:
+            return self._start()
+        except BaseException:
+            try:
+                self.stop()
+            except RuntimeError as stop_error:
+                # the start error is raised; this one only adds to it
+                print('stopping the manager that failed to start: %s'
+                      % stop_error, file=sys.stderr)
+            raise
+
+    def _start(self):
+        leftovers.record('cgroup', self.cgroup)
         out = subprocess.run(
             ['dbus-daemon', '--session', '--address=' + self.bus, '--fork',
              '--print-pid'], capture_output=True, text=True, check=True)
@@ -59,16 +82,12 @@ class SystemdManager:
         log.close()
         # up means: on the bus under its name (its private socket comes
         # earlier, and a call in between would try D-Bus activation)
-        deadline = time.monotonic() + 20
-        while True:
-            if self._on_bus():
-                break
+        deadline = time.monotonic() + 60
+        while not self._on_bus():
             if self.manager.poll() is not None or time.monotonic() > deadline:
-                log = self.log()
-                self.stop()
                 raise RuntimeError('private systemd manager did not start '
                                    '(exit %s): %s' % (self.manager.poll(),
-                                                      log))
+                                                      self.log()))
             time.sleep(0.05)
         return self
 
@@ -98,24 +117,47 @@ class SystemdManager:
                               env=self.env(), capture_output=True, text=True)
 
     def stop(self):
+        """Ask the manager to exit, then end by PID whatever is left: every
+        process in its cgroup (the user bus systemd's dbus.socket started,
+        agents of units, their dnsmasq), the manager, our dbus-daemon; then
+        remove the cgroup and the runtime dir. Every step runs even if one
+        fails; raises if something of it is still there."""
+        problems = []
         if self.manager and self.manager.poll() is None:
-            self.systemctl('exit')
             try:
-                self.manager.wait(10)
-            except subprocess.TimeoutExpired:
-                self.manager.kill()
-                self.manager.wait()
+                self.systemctl('exit')
+                self.manager.wait(30)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                problems.append('exit: %r' % e)
+        left = leftovers.remove_cgroup(self.cgroup)
+        if left:
+            problems.append('cgroup not removable: %s' % left)
+        if self.manager and self.manager.poll() is None:
+            # never got into its cgroup (start.sh failed early)
+            self.manager.kill()
+            self.manager.wait()
         if self.dbus_pid:
+            if not self._end_dbus():
+                problems.append('dbus-daemon %d survived' % self.dbus_pid)
+        shutil.rmtree(self.rt, ignore_errors=True)
+        if problems:
+            raise RuntimeError('private systemd manager %s: %s'
+                               % (self.cgroup, '; '.join(problems)))
+
+    def _end_dbus(self):
+        """Our forked dbus-daemon (not our child: it cannot be waited
+        for), by its PID, if that PID still runs our bus."""
+        argv = proc_cmdline(self.dbus_pid) or []
+        if ('--address=' + self.bus) not in argv:
+            return True
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
-                os.kill(self.dbus_pid, signal.SIGTERM)
+                os.kill(self.dbus_pid, sig)
             except ProcessLookupError:
-                pass
-        for h in CGROUP_HIERARCHIES:
-            top = os.path.join('/sys/fs/cgroup', h, self.cgroup)
-            for root, dirs, _ in sorted(os.walk(top, topdown=False),
-                                        key=lambda t: -len(t[0])):
-                try:
-                    os.rmdir(root)
-                except OSError:
-                    pass
-        subprocess.run(['rm', '-rf', self.rt])
+                return True
+            deadline = time.monotonic() + grace
+            while pid_alive(self.dbus_pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not pid_alive(self.dbus_pid):
+                return True
+        return False

@@ -1,10 +1,9 @@
 """End to end: real dnsmasq, real udhcpc/dhclient in VM namespaces."""
 import os
 import signal
-import time
 
 from tests import rig
-from tests.rig import mac, wait_for
+from tests.rig import HANG, mac, wait_for
 
 
 def one_network(host, lab, name='red', cidr='10.10.0.0/24', prefix='10.10.0',
@@ -51,11 +50,20 @@ def test_unknown_mac_and_unlisted_bridge_get_no_offer(host, lab):
                                         cidr='10.20.0.0/24', prefix='10.20.0')
     host.networks(('red', net['id']))
     agent = host.agent()
-    agent.wait_served('red')
-    assert lab.vm('red', mac(0xeeeee)).dhcp(tries=2) is None
-    assert lab.vm('blue', oport['mac_address']).dhcp(tries=2) is None
+    pid = agent.wait_served('red')['dnsmasq_pid']
+    stranger = lab.vm('red', mac(0xeeeee))
+    assert stranger.dhcp(tries=2) is None
+    assert stranger.discovered(), stranger.udhcpc_output
+    unlisted = lab.vm('blue', oport['mac_address'])
+    assert unlisted.dhcp(tries=2) is None
+    assert unlisted.discovered(), unlisted.udhcpc_output
     names = [n['name'] for n in agent.status()['networks']]
     assert names == ['red']
+    assert not os.path.exists('/run/netns/qdhcp-' + other['id'])
+    # no offer was a decision: red's dnsmasq serves its own port, then and
+    # still
+    assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
+    assert agent.network('red')['dnsmasq_pid'] == pid
 
 
 def test_port_added_and_removed_while_running_no_restart(host, lab):
@@ -74,8 +82,9 @@ def test_port_added_and_removed_while_running_no_restart(host, lab):
     wait_for(lambda: agent.network('red')['hosts'] == 1, what='host gone')
     # the lease dnsmasq granted is still remembered, but the host is gone:
     # a new exchange gets no address (static ranges only)
-    wait_for(lambda: vm.dhcp(tries=1) is None, timeout=5,
+    wait_for(lambda: vm.dhcp(tries=1) is None,
              what='removed port no longer served')
+    assert vm.discovered(), vm.udhcpc_output
     assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
     status = agent.network('red')
     assert status['dnsmasq_pid'] == pid
@@ -92,7 +101,7 @@ def test_changed_port_ip_is_served_after_reload(host, lab):
     port['fixed_ips'][0]['ip_address'] = '10.10.0.99'
     host.ipam.save()
     wait_for(lambda: (vm.dhcp(tries=1) or {}).get('ip') == '10.10.0.99',
-             timeout=5, what='the new IP')
+             what='the new IP')
     assert agent.network('red')['dnsmasq_pid'] == pid
 
 
@@ -107,24 +116,25 @@ def test_dropped_network_torn_down_and_late_bridge_served(host, lab):
     st = agent.network('blue')
     assert not st['served']
     assert st['reason'] == 'bridge blue does not exist on this host'
-    started = time.monotonic()
+    # served once the bridge appears (how soon: bench/fig9_recovery.py)
     lab.bridge('blue')
-    agent.wait_served('blue', timeout=5)
-    assert time.monotonic() - started < 1.5   # "within a second", + slack
+    agent.wait_served('blue')
     assert lab.vm('blue', bport['mac_address']).dhcp()['ip'] == '10.20.0.10'
     red_pid = agent.network('red')['dnsmasq_pid']
-    # drop red from the list: its namespace and dnsmasq go
+    # drop red from the list: its dnsmasq, namespace and state go (in an
+    # order of the agent's choosing: wait for all three, not the first)
     host.networks(('blue', blue['id']))
     agent.reload()
-    wait_for(lambda: not os.path.exists('/run/netns/qdhcp-' + red['id']),
-             timeout=5, what='red namespace removed')
+    red_state = os.path.join(host.conf.state_dir, red['id'])
+    wait_for(lambda: not os.path.exists('/run/netns/qdhcp-' + red['id'])
+             and not os.path.exists(red_state)
+             and not os.path.exists('/proc/%d' % red_pid),
+             what='red torn down')
     assert [n['name'] for n in agent.status()['networks']] == ['blue']
-    assert not os.path.exists('/proc/%d' % red_pid)
-    assert not os.path.exists(os.path.join(host.conf.state_dir, red['id']))
     # the bridge goes away: blue is unplugged
     lab.del_bridge('blue')
     wait_for(lambda: not os.path.exists('/run/netns/qdhcp-' + blue['id']),
-             timeout=5, what='blue unplugged')
+             what='blue unplugged')
     st = agent.network('blue')
     assert not st['served'] and st['reason'] == \
         'bridge blue does not exist on this host'
@@ -153,17 +163,15 @@ def test_agent_kill_9_keeps_dhcp_and_next_agent_adopts(host, lab):
     assert agent2.network('red')['dnsmasq_pid'] == pid
 
 
-def test_dnsmasq_kill_9_is_back_within_2s(host, lab):
+def test_dnsmasq_kill_9_is_respawned(host, lab):
     net, sub, (port,) = one_network(host, lab)
     host.networks(('red', net['id']))
     agent = host.agent()
     pid = agent.wait_served('red')['dnsmasq_pid']
     os.kill(pid, signal.SIGKILL)
-    killed = time.monotonic()
+    # how soon: bench/fig9_recovery.py
     wait_for(lambda: agent.network('red')['dnsmasq_pid'] not in (pid, None)
-             and agent.network('red')['served'], timeout=5,
-             what='dnsmasq respawned')
-    assert time.monotonic() - killed < 2.0
+             and agent.network('red')['served'], what='dnsmasq respawned')
     assert lab.vm('red', port['mac_address']).dhcp()['ip'] == '10.10.0.10'
 
 
@@ -193,7 +201,9 @@ def test_hostile_ipam_data_skips_only_the_bad_ports(host, lab):
     assert lab.vm('red', good['mac_address']).dhcp()['ip'] == '10.10.0.10'
     lease = lab.vm('red', fine['mac_address']).dhcp()
     assert lease['ip'] == '10.10.0.30' and lease['hostname'] == 'fine-vm'
-    assert lab.vm('red', mac(0x40001)).dhcp(tries=1) is None
+    evil = lab.vm('red', mac(0x40001))
+    assert evil.dhcp(tries=1) is None
+    assert evil.discovered(), evil.udhcpc_output
 
 
 def test_stale_namespaces_and_devices_removed_at_start(host, lab):
@@ -204,14 +214,19 @@ def test_stale_namespaces_and_devices_removed_at_start(host, lab):
     agent = host.agent()
     pid = agent.wait_served('red')['dnsmasq_pid']
     agent.kill()                      # leaves namespace + dnsmasq running
-    # a stray veth of ours with no namespace, and an unrelated device
-    stray = device_names(rig.new_id())[0]
+    # a stray veth of ours (our mark) with no namespace, and an unrelated
+    # device
+    from vdsm_dhcp.interface import DEVICE_MARK
+    stray_id = rig.new_id()
+    stray = device_names(stray_id)[0]
     with IPRoute() as ipr:
         ipr.link('add', ifname=stray, kind='veth', peer='strayp')
+        ipr.link('set', index=ipr.link_lookup(ifname=stray)[0],
+                 ifalias=DEVICE_MARK + stray_id)
         ipr.link('add', ifname='notours0', kind='veth', peer='notours1')
     host.networks()                   # red is no longer listed
     agent2 = host.agent()
-    wait_for(lambda: not os.path.exists('/proc/%d' % pid), timeout=5,
+    wait_for(lambda: not os.path.exists('/proc/%d' % pid),
              what='stale dnsmasq stopped')
     assert 'qdhcp-' + net['id'] not in netns.listnetns()
     with IPRoute() as ipr:
@@ -256,9 +271,11 @@ def test_operator_cli_hosts_leases_why(host, lab):
         return r
 
     hosts = json.loads(cli('hosts', 'red', '--json').stdout)
-    assert hosts['hosts'] == [{'port': port['id'], 'file': port['id'],
+    assert hosts['hosts'] == [{'port': port['id'],
                                'entry': '%s,10.10.0.10,host-10-10-0-10'
                                % port['mac_address']}]
+    r = cli('hosts', 'red')
+    assert r.returncode == 0 and port['id'] in r.stdout
     leases = json.loads(cli('leases', net['id'], '--json').stdout)
     assert [(l['mac'], l['ip']) for l in leases['leases']] == [
         (port['mac_address'], '10.10.0.10')]
@@ -275,8 +292,13 @@ def test_operator_cli_hosts_leases_why(host, lab):
     r = cli('hosts', 'nope')
     assert r.returncode == 1 and "network 'nope' is not in the" in r.stderr
     r = cli('status')
-    assert 'red (%s): served' % net['id'] in r.stdout
-    assert 'problem: port %s skipped' % bad['id'] in r.stdout
+    row = next(line for line in r.stdout.splitlines()
+               if line.startswith('red '))
+    assert row.split()[:3] == ['red', net['id'], 'yes']
+    problems = r.stdout.split('\n\n')[0]     # problems come first
+    assert problems.startswith('PROBLEMS (1)')
+    assert 'red: port %s skipped' % bad['id'] in problems
+    assert '\033[' not in r.stdout            # not a terminal: no colour
 
 
 def test_fifty_networks_configured_in_parallel(host, lab):
@@ -289,10 +311,9 @@ def test_fifty_networks_configured_in_parallel(host, lab):
                                   prefix='10.%d.0' % (100 + i), vms=2)
         pairs.append((name, net['id']))
     host.networks(*pairs)
-    started = time.monotonic()
     agent = host.agent()
-    wait_for(lambda: all(n['served'] for n in agent.status()['networks']),
-             timeout=60, interval=0.05, what='all 50 networks served')
-    took = time.monotonic() - started
-    print('\n%d networks from agent start to all served: %.2fs (%.0f/s)'
-          % (n, took, n / took))
+    # (how fast: bench/fig4_cold_start.py)
+    wait_for(lambda: sorted(nw['name'] for nw in agent.status()['networks']
+                            if nw['served'] and nw['hosts'] == 2) ==
+             sorted(name for name, _ in pairs),
+             timeout=4 * HANG, interval=0.05, what='all 50 networks served')

@@ -1,4 +1,7 @@
 """Desired state and dnsmasq's files, computed without root or I/O."""
+import os
+import threading
+
 import pytest
 
 from vdsm_dhcp import config, dnsmasq
@@ -100,6 +103,46 @@ def test_unknown_network_and_no_dhcp_subnet():
      "port id '../etc' is not a safe identifier"),
     (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.x')]),
      "IP '10.0.0.x' is not an IP address"),
+    # a newline at the END of a value: `$` would let each of these through
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')],
+          dns_name='vm\n'), "hostname 'vm\\n' is not a valid DNS name"),
+    (port('p2', 'fa:16:3e:00:00:20\n', [(SUB4, '10.0.0.20')]),
+     "MAC 'fa:16:3e:00:00:20\\n' is not a MAC address"),
+    (port('p2\n', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')]),
+     "port id 'p2\\n' is not a safe identifier"),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20\n')]),
+     "IP '10.0.0.20\\n' is not an IP address"),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4 + '\n', '10.0.0.20')]),
+     'is not a safe identifier'),
+    # wrong types where the planner used to raise
+    (port('p2', {'mac': 1}, [(SUB4, '10.0.0.20')]),
+     "MAC {'mac': 1} is not a MAC address"),
+    (dict(port('p2', 'fa:16:3e:00:00:20', []), fixed_ips=7),
+     'fixed_ips 7 is not a list'),
+    (port('p2', 'fa:16:3e:00:00:20', [([SUB4], '10.0.0.20')]),
+     'is not a safe identifier'),
+    (port(['p2'], 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')]),
+     "port id ['p2'] is not a safe identifier"),
+    # what dnsmasq reads in a host name field as something else
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')],
+          dns_name='10.0.0.99'), 'is not a valid DNS name'),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')],
+          dns_name='ignore'), 'is not a valid DNS name'),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')],
+          dns_name='600'), 'is not a valid DNS name'),
+    (port('batch-0123456789ab', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')]),
+     "names the agent's own files"),
+    # our DHCP port's (or another host's) MAC or IP on a VM port
+    (port('p2', 'FA:16:3E:00:00:02', [(SUB4, '10.0.0.20')]),
+     'MAC fa:16:3e:00:00:02 belongs to DHCP port dhcp-a (host host-a)'),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.3')]),
+     'IP 10.0.0.3 belongs to DHCP port dhcp-b (host host-b)'),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.255')]),
+     'is the network or broadcast address'),
+    (port('p1', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')]),
+     'port id p1 is listed twice'),
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.20')] * 65),
+     'fixed_ips has 65 entries, more than the 64 allowed'),
 ])
 def test_hostile_port_is_skipped_rest_served(bad, problem):
     good = port('p1', 'fa:16:3e:00:00:10', [(SUB4, '10.0.0.10')],
@@ -107,8 +150,11 @@ def test_hostile_port_is_skipped_rest_served(bad, problem):
     bad['created_at'] = '2021-01-01T00:00:00Z'
     plan = plan_of(snapshot([good, bad]))
     assert plan.served
-    assert list(plan.hosts) == ['p1']
+    assert plan.hosts == {'p1': 'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'}
+    assert plan.macs == {'fa:16:3e:00:00:10': 'p1'}
     assert any(problem in p for p in plan.problems), plan.problems
+    # shown escaped: no problem can forge a log line or drive a terminal
+    assert all(p.isprintable() and p.isascii() for p in plan.problems)
 
 
 def test_ipv6_stateful_and_stateless():
@@ -263,3 +309,170 @@ def test_load_tracker_believes_only_dnsmasqs_own_reads(tmp_path, monkeypatch):
     monkeypatch.setattr(readiness, 'dnsmasq_idle', lambda pid: True)
     tracker.confirm(1)
     assert tracker.pending_count() == 0
+
+
+@pytest.mark.parametrize('change, problem', [
+    (dict(gateway_ip=167772161), 'gateway_ip 167772161 is not an IP address'),
+    (dict(gateway_ip='10.0.0.1\n'), "gateway_ip '10.0.0.1\\n' is not an IP"),
+    (dict(id=SUB4 + '\n'), 'is not a safe identifier'),
+    (dict(cidr='10.0.0.0/24\n'), 'is not a network'),
+    (dict(cidr=['10.0.0.0/24']), 'is not a network'),
+    (dict(dns_nameservers=4), 'dns_nameservers 4 is not a list'),
+    (dict(dns_nameservers=['10.0.0.53\n']), 'is not an IP address'),
+    (dict(dns_nameservers=['2001:db8::53']), 'is not IPv4'),
+    (dict(dns_nameservers=['10.0.0.53'] * 17), 'more than the 16 allowed'),
+    (dict(host_routes=7), 'host_routes 7 is not a list'),
+    (dict(host_routes=[['172.16.0.0/16', '10.0.0.254']]), 'is not an object'),
+    (dict(host_routes=[{'destination': '172.16.0.0/16',
+                        'nexthop': 10}]), 'nexthop 10 is not an IP'),
+    (dict(enable_dhcp='true'), 'is not true or false'),
+    (dict(ip_version=6), 'does not match'),
+])
+def test_bad_subnet_is_skipped_with_its_reason(change, problem):
+    """The only DHCP subnet goes bad: not served, the reason in problems;
+    never a raw value written for dnsmasq."""
+    snap = snapshot([port('p1', 'fa:16:3e:00:00:10', [(SUB4, '10.0.0.10')])])
+    snap.subnets[NET][0].update(change)
+    plan = plan_of(snap)
+    assert not plan.served and plan.reason == 'no DHCP-enabled subnet'
+    assert any(problem in p for p in plan.problems), plan.problems
+
+
+def test_bad_network_fields():
+    snap = snapshot(mtu='1450\n')
+    plan = plan_of(snap)
+    assert plan.served and plan.mtu is None
+    assert any('network mtu' in p for p in plan.problems)
+    for mtu in (True, 67, 65536, 1450.0):
+        assert plan_of(snapshot(mtu=mtu)).mtu is None
+    snap = snapshot()
+    snap.networks[NET]['admin_state_up'] = 'false'
+    plan = plan_of(snap)
+    assert not plan.served and 'admin_state_up' in plan.reason
+
+
+def test_our_dhcp_port_malformed_is_not_served_with_reason():
+    snap = snapshot()
+    snap.ports[NET][0]['fixed_ips'] = 5
+    plan = plan_of(snap)
+    assert not plan.served
+    assert plan.reason == 'DHCP port dhcp-a: fixed_ips 5 is not a list'
+
+
+def test_rendered_lines_refuse_what_validation_should_have_stopped(conf):
+    from vdsm_dhcp.desired import RenderError, SubnetPlan, host_line
+    import ipaddress
+    bad = SubnetPlan(id=SUB4, cidr='10.0.0.0/24', ip_version=4,
+                     gateway='10.0.0.1\ndhcp-range=0.0.0.0')
+    plan = plan_of(snapshot())
+    plan.subnets = (bad,)
+    with pytest.raises(dnsmasq.DnsmasqError):
+        dnsmasq.opts_content(plan)
+    plan.subnets = (SubnetPlan(id=SUB4 + ',x', cidr='10.0.0.0/24',
+                               ip_version=4),)
+    with pytest.raises(dnsmasq.DnsmasqError):
+        dnsmasq.command_line(conf, plan, dnsmasq.Files('/x', NET), 'vdn0')
+    ip = ipaddress.ip_address('10.0.0.5')
+    for name in ('a\nb', 'a,b', '10.0.0.9', 'ignore', '600'):
+        with pytest.raises(RenderError):
+            host_line('fa:16:3e:00:00:10', ip, name)
+    assert host_line('fa:16:3e:00:00:10', ip, 'vm-1') == \
+        'fa:16:3e:00:00:10,10.0.0.5,vm-1\n'
+
+
+def test_show_escapes_and_bounds_untrusted_values():
+    from vdsm_dhcp.untrusted import show
+    assert show('a\nb') == "'a\\nb'"
+    assert '\x1b' not in show('\x1b[2J') and '\\x1b' in show('\x1b[2J')
+    assert show('\u202e') == "'\\u202e'"
+    assert len(show('x' * 10 ** 6)) < 100
+    deep = []
+    for _ in range(10000):
+        deep = [deep]
+    assert len(show(deep)) < 50
+    assert show(10 ** 5000) == '<int>'
+    for value in ('a\nb', '\x1b[31m', 'é\u2028', {'a': ['\r']}, None):
+        assert show(value).isprintable() and show(value).isascii()
+
+
+def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
+        tmp_path):
+    path = tmp_path / 'c.conf'
+    path.write_text('[DEFAULT]\nstate_dir = %s\n' % tmp_path)
+    dm = dnsmasq.Dnsmasq(config.load(str(path)), NET)
+    dm.files.create()
+    hosts = tmp_path / NET / 'hosts'
+    line = 'fa:16:3e:00:00:0%d,10.0.0.%d,h%d\n'
+    (hosts / 'p1').write_bytes(b'\xff\xfe garbage\n')     # not UTF-8
+    (hosts / 'batch-000000000001').write_text(
+        'stray text\n# port p2\n' + line % (2, 2, 2) +
+        '# port p3\n' + line % (3, 3, 3))
+    (hosts / 'batch-000000000002').write_text('nothing of ours')
+    (hosts / 'batch-000000000003').write_text('# port p3\n' + line % (3, 3, 3))
+    (hosts / 'subdir').mkdir()
+    os.mkfifo(hosts / 'fifo')                  # would block a plain open()
+    (hosts / 'link').symlink_to('/etc/passwd')
+    result = []
+    reader = threading.Thread(target=lambda: result.append(
+        dnsmasq.read_hostsdir(str(hosts))), daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():          # blocked opening the FIFO: release it
+        os.close(os.open(hosts / 'fifo', os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail('read_hostsdir blocked on a FIFO')
+    entries = result[0]
+    assert entries['p2'] == ('batch-000000000001', line % (2, 2, 2))
+    assert entries['p3'][0] == 'batch-000000000001'
+    stale = {k for k in entries if k.startswith(dnsmasq.STALE_KEY)}
+    assert stale == {dnsmasq.STALE_KEY + n for n in (
+        'batch-000000000001', 'batch-000000000002', 'batch-000000000003')}
+    assert dnsmasq.read_hostsdir(str(tmp_path / 'missing')) == {}
+    assert dnsmasq.read_hostsdir(str(hosts / 'p1')) == {}   # not a dir
+    # an agent restart: the next sync leaves exactly the wanted entries
+    dm.written = entries
+    wanted = {p: line % (i, i, i) for i, p in ((1, 'p1'), (2, 'p2'),
+                                               (3, 'p3'))}
+    dm.sync_hosts(dict(wanted))
+    text = ''.join(p.read_text() for p in hosts.iterdir() if p.is_file()
+                   and not p.is_symlink() and p.name != 'fifo')
+    lines = sorted(t for t in text.splitlines() if not t.startswith('#'))
+    assert lines == sorted(v.strip() for v in wanted.values())
+    assert {k: v for k, (_, v) in
+            dnsmasq.read_hostsdir(str(hosts)).items()} == wanted
+
+
+def test_seeding_leases_never_raises_on_what_it_reads(tmp_path):
+    path = tmp_path / 'c.conf'
+    path.write_text('[DEFAULT]\nstate_dir = %s\n' % tmp_path)
+    dm = dnsmasq.Dnsmasq(config.load(str(path)), NET)
+    dm.files.create()
+    (tmp_path / NET / 'leases').write_bytes(b'\xff\xfe\x00 junk\nduid x\n')
+    dm.seed_leases({'p1': 'fa:16:3e:00:00:10,10.0.0.10,vm\n'
+                          'fa:16:3e:00:00:10,[2001:db8::10],vm\n',
+                    'p2': 'not a host line\n'})
+    data = (tmp_path / NET / 'leases').read_bytes()
+    first, rest = data.split(b'\n', 1)
+    assert first.endswith(b' fa:16:3e:00:00:10 10.0.0.10 * *')
+    assert rest == b'\xff\xfe\x00 junk\nduid x\n'     # kept byte for byte
+
+
+def test_the_longest_valid_subnet_still_renders_within_dnsmasq_limits(conf):
+    """At the limits validation allows, every line still fits what
+    dnsmasq reads (1024 characters a line, 255 bytes a DHCPv4 option)."""
+    snap = snapshot(v6_mode='dhcpv6-stateful')
+    sub4, sub6 = snap.subnets[NET]
+    sub4['cidr'], sub4['gateway_ip'] = '0.0.0.0/0', '255.255.255.254'
+    sub4['dns_nameservers'] = ['255.255.255.%d' % (200 + i)
+                               for i in range(16)]
+    sub4['host_routes'] = [{'destination': '255.255.255.%d/32' % (200 + i),
+                            'nexthop': '255.255.255.%d' % (200 + i)}
+                           for i in range(24)]
+    sub6['dns_nameservers'] = ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff%02x'
+                               % i for i in range(16)]
+    snap.ports[NET][0]['fixed_ips'][0]['ip_address'] = '10.0.0.2'
+    plan = plan_of(snap)
+    assert plan.served and len(plan.subnets) == 2, plan.problems
+    lines = dnsmasq.opts_content(plan).splitlines()
+    assert max(len(line) for line in lines) < 1000
+    routes = next(line for line in lines if ',249,' in line)
+    assert len(routes.split(',')) == 2 + 2 * 25

@@ -68,7 +68,7 @@ class RemoteHost:
             if self.agent.proc.poll() is not None:
                 raise AssertionError('host B exited:\n' + self.agent.log())
             return os.path.exists(ready)
-        wait_for(bridge_ready, 20, what="host B's bridge")
+        wait_for(bridge_ready, what="host B's bridge")
         assert os.readlink('/proc/%d/ns/net' % pid) != \
             os.readlink('/proc/self/ns/net')
         # the wire between the hosts: A's end on A's bridge, B's end moved
@@ -81,7 +81,7 @@ class RemoteHost:
                      net_ns_pid=pid)
             ipr.link('set', index=ipr.link_lookup(ifname=uplink_a)[0],
                      master=ipr.link_lookup(ifname=bridge)[0], state='up')
-        wait_for(self.agent.answers, 20, what="host B's agent")
+        wait_for(self.agent.answers, what="host B's agent")
         return self.agent
 
     def close(self):
@@ -172,18 +172,15 @@ def test_two_hosts_serve_one_network_identically(host, remote, lab):
     assert os.readlink('/proc/%d/ns/net' % st_a['dnsmasq_pid']) != \
         os.readlink('/proc/%d/ns/net' % st_b['dnsmasq_pid'])
 
-    # both up: the VM gets its IP from whichever answers first, and both
-    # dnsmasq offered it the same address
+    # both up: each dnsmasq offers the VM the same address, and the VM
+    # takes it from whichever answered first
     vm = lab.vm('red', port['mac_address'])
+    assert vm.offers() == [('10.40.0.2', '10.40.0.10'),
+                           ('10.40.0.3', '10.40.0.10')]
     lease = vm.dhcp()
     assert lease is not None, agent_a.log() + agent_b.log()
     assert lease['ip'] == '10.40.0.10'
     assert lease['serverid'] in ('10.40.0.2', '10.40.0.3')
-    offer = 'DHCPOFFER(vdn%s) 10.40.0.10 %s' % (
-        net['id'].replace('-', '')[:11], port['mac_address'])
-    for conf in (host.conf, remote.conf):
-        wait_for(lambda: offer in dnsmasq_file(conf, net, 'dnsmasq.log'),
-                 5, what='the offer in %s' % conf.state_dir)
 
     # A's agent stops with an empty list: A's DHCP is gone, B alone serves
     host.networks()
@@ -204,9 +201,9 @@ def test_two_hosts_serve_one_network_identically(host, remote, lab):
     remote.networks()
     assert control.call(remote.conf, 'sync')['queued']
     wait_for(lambda: control.call(remote.conf, 'status')['networks'] == [],
-             5, what='B drops the network')
+             what='B drops the network')
     wait_for(lambda: not os.path.exists(
-        os.path.join(remote.conf.state_dir, net['id'])), 5,
+        os.path.join(remote.conf.state_dir, net['id'])),
         what="B's dnsmasq state removed")
     assert not os.path.exists('/proc/%d' % st_b['dnsmasq_pid'])
     assert agent_b.proc.poll() is None
@@ -230,7 +227,7 @@ class Dhclient4:
             # INIT-REBOOT gives up after this many seconds, then DISCOVER
             f.write('reboot %d;\n' % reboot_timeout)
 
-    def run(self, timeout=15):
+    def run(self, timeout=30):
         """(lease env or None, seconds until bound)."""
         out = self.vm.out
         try:
@@ -296,7 +293,7 @@ def test_vm_leased_by_a_is_acked_by_b_when_it_reboots(host, remote, lab):
     agent_a.stop()
     # the VM reboots: B does give it its address, but only after the
     # client gave up INIT-REBOOT and started over with DISCOVER
-    lease, took = client.run(timeout=20)
+    lease, took = client.run(timeout=45)
     assert lease is not None, agent_b.log()
     assert (lease['new_ip_address'], lease['new_dhcp_server_identifier']) \
         == ('10.40.0.10', '10.40.0.3')

@@ -193,15 +193,17 @@ def test_sigkill_during_rewrites_never_tears_the_file(tmp_path):
                                 stdout=subprocess.PIPE)
         assert proc.stdout.readline() == b'ready\n'
         deadline = time.monotonic() + rng.uniform(0.001, 0.03)
-        while time.monotonic() < deadline:
+        while True:     # at least one read per round, however slow the CPU
             if os.path.exists(path):
                 assert len(networks_file.read(path)) in valid
                 reads += 1
+            if time.monotonic() >= deadline:
+                break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
         assert len(networks_file.read(path)) in valid
-    assert reads > 100
+    assert reads >= 59    # the first round may start before any file
 
 
 def test_concurrent_set_waits_for_the_lock_then_fails_with_40(conf):
@@ -229,8 +231,8 @@ def test_concurrent_set_waits_for_the_lock_then_fails_with_40(conf):
     timer.start()
 
     class Running:
-        def is_running(self, unit):
-            return True
+        def settle(self, unit, timeout):
+            return {'ActiveState': 'active'}
 
         def reload(self, unit):
             self.reloaded = unit

@@ -1,13 +1,16 @@
 """The Neutron source against a real Neutron server (tests/neutron_server.py):
 REST sync, notifications, this host's DHCP port, outages."""
 import os
+import subprocess
 import time
+import uuid
 
 import pytest
 
 from tests import rig
+from tests.fake_openstack import FakeKeystone
 from tests.rig import wait_for
-from vdsm_dhcp import config
+from vdsm_dhcp import config, settings
 
 PHYSNET = {'provider:network_type': 'flat',
            'provider:physical_network': 'physnet1'}
@@ -67,7 +70,12 @@ def test_vm_gets_the_ip_neutron_allocated(neutron, neutron_host, lab):
 @pytest.mark.parametrize('notifications', [True, False],
                          ids=['notifications', 'poll-only'])
 def test_new_port_served_quickly(neutron, neutron_host, lab, notifications):
-    host = neutron_host(notifications=notifications, poll=1.0)
+    """With notifications the poll is slowed to a crawl: only a
+    notification can bring the port within the bound. The latency printed
+    is for the eye; bench/ measures it (no timing asserts on a busy
+    machine)."""
+    host = neutron_host(notifications=notifications,
+                        poll=60.0 if notifications else 1.0)
     bridge = 'nn' if notifications else 'np'
     net, sub = neutron_network(neutron, lab, bridge,
                                '10.62.0.0/24' if notifications
@@ -75,6 +83,9 @@ def test_new_port_served_quickly(neutron, neutron_host, lab, notifications):
     host.networks((bridge, net['id']))
     agent = host.agent()
     agent.wait_served(bridge, timeout=30)
+    if notifications:   # the listener connects in the background
+        wait_for(lambda: agent.status()['source']['notifications'] ==
+                 'listening', timeout=30, what='listening')
     port = neutron.create_port(net['id'])
     created = time.monotonic()
     vm = lab.vm(bridge, port['mac_address'])
@@ -86,7 +97,6 @@ def test_new_port_served_quickly(neutron, neutron_host, lab, notifications):
     print('\nport created in Neutron -> loaded by dnsmasq (%s): %.0f ms'
           % ('notifications' if notifications else 'poll every 1 s',
              took * 1000))
-    assert took < (1.0 if notifications else 1.0 + 1.0)
 
 
 def test_update_delete_port_subnet_network(neutron, neutron_host, lab):
@@ -174,11 +184,69 @@ def test_dropped_network_releases_its_dhcp_port(neutron, neutron_host, lab):
     assert not our_dhcp_ports(neutron, blue)
 
 
-def test_credentials_stay_out_of_status_and_logs(neutron, neutron_host, lab):
-    host = neutron_host()
-    agent = host.agent()
-    status_text = repr(agent.status())
-    assert 'guest:guest' not in status_text
-    with open('/proc/%d/cmdline' % agent.proc.pid, 'rb') as f:
-        assert b'guest' not in f.read()
-    assert 'guest:guest' not in agent.log()
+def test_credentials_stay_out_of_status_logs_and_cmdlines(neutron, make_host,
+                                                        lab):
+    """Password auth for real: a Keystone stand-in (Identity v3) issues the
+    token and the catalog that leads to the lab's Neutron (noauth there, so
+    any token passes: the point is what the agent does with the secret).
+    The password and the broker's URL sit in secrets.conf (0600) beside the
+    main file, as on a host; neither may show in the agent's log (at debug
+    level), `vdsm-dhcp status --json`, the state files, or any process's
+    command line."""
+    password = 'pw-%s' % uuid.uuid4().hex
+    amqp_secret = neutron.transport_url.split('//', 1)[1].split('@', 1)[0]
+    with FakeKeystone(neutron.url, password=password) as keystone:
+        host = make_host('host-a')
+        rig.write_conf(host.conf_path, host.base, host='host-a',
+                       source='neutron', debug='true',
+                       neutron__auth_type='password',
+                       neutron__auth_url=keystone.url + '/v3',
+                       neutron__username=keystone.user,
+                       neutron__user_domain_name='Default',
+                       neutron__project_name=keystone.project,
+                       neutron__project_domain_name='Default',
+                       neutron__poll_interval=0.5)
+        secrets = settings.secrets_file_for(host.conf_path)
+        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write('[neutron]\npassword = %s\ntransport_url = %s\n'
+                    % (password, neutron.transport_url))
+        host.conf = config.load(host.conf_path)
+        net, sub = neutron_network(neutron, lab, 'ncred', '10.69.0.0/24')
+        port = neutron.create_port(net['id'])
+        host.networks(('ncred', net['id']))
+        agent = host.agent()
+        agent.wait_served('ncred', timeout=30)
+        assert lab.vm('ncred', port['mac_address']).dhcp()['ip'] == \
+            port['fixed_ips'][0]['ip_address']
+        # the agent did authenticate with the password
+        assert keystone.tokens and any(
+            b and b['auth']['identity']['password']['user']['password']
+            == password for m, p, q, b in keystone.requests if m == 'POST')
+        wait_for(lambda: agent.status()['source']['notifications'] ==
+                 'listening', timeout=30, what='listening')
+        status_json = subprocess.run(
+            [os.path.join(rig.BIN, 'vdsm-dhcp'), '--config-file',
+             host.conf_path, 'status', '--json'], capture_output=True,
+            text=True, timeout=60)
+        assert '"ncred"' in status_json.stdout, status_json
+        assert keystone.url in status_json.stdout or \
+            neutron.url in status_json.stdout
+        for secret in (password, amqp_secret):
+            assert secret not in status_json.stdout + status_json.stderr
+            assert secret not in agent.log()
+            for pid in filter(str.isdigit, os.listdir('/proc')):
+                try:
+                    with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                        cmdline = f.read()
+                except OSError:
+                    continue
+                assert secret.encode() not in cmdline, pid
+            for top, _, files in os.walk(host.base):
+                for name in files:
+                    path = os.path.join(top, name)
+                    if path == secrets or not os.path.isfile(path):
+                        continue
+                    with open(path, 'rb') as f:
+                        assert secret.encode() not in f.read(), path
+        assert 'DEBUG' in agent.log()    # the strictest level was on

@@ -1,5 +1,13 @@
 """vdsm-dhcp: the host-level CLI (setDHCP, and what an operator needs at 3 a.m.).
 
+Two kinds of command:
+- set, clear, restore run the verb: they load the full oslo configuration
+  (secrets included) and talk to systemd;
+- the others only read the networks file and ask the agent over its control
+  socket (as CNI's front commands ask their daemon), never the agent's
+  files. They import the standard library only (settings.py, client.py):
+  operators script them, so each call must be quick.
+
 Exit status: 0 on success, the VDSM error code (mod 256) or 1 on failure.
 """
 import argparse
@@ -7,9 +15,12 @@ import json
 import sys
 import time
 
-from oslo_config import cfg
+from vdsm_dhcp import client, errors, networks_file, settings
 
-from vdsm_dhcp import config, control, dnsmasq, errors, networks_file, verb
+
+# of `status --json`: 1 had no "version" key; 2 adds it, and each
+# network's crashes and retry_in (older keys are unchanged)
+STATUS_VERSION = 2
 
 
 def _fail(message, code=1):
@@ -28,13 +39,6 @@ def _envelope_exit(envelope):
 
 def _print_json(obj):
     print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def _when(ts):
-    if not ts:
-        return '-'
-    return time.strftime('%H:%M:%S', time.localtime(ts)) + \
-        ' (%ds ago)' % max(0, time.time() - ts)
 
 
 def cmd_set(conf, args):
@@ -63,15 +67,30 @@ def cmd_set(conf, args):
             if not sep:
                 return _fail('%r is not NAME=UUID' % pair, 2)
             networks.append({'name': name, 'quantumId': qid})
-    return _envelope_exit(verb.set_dhcp(networks, conf=conf))
+    return _run_verb(args, lambda verb, conf: verb.set_dhcp(networks,
+                                                           conf=conf))
 
 
 def cmd_clear(conf, args):
-    return _envelope_exit(verb.set_dhcp([], conf=conf))
+    return _run_verb(args, lambda verb, conf: verb.set_dhcp(
+        [], conf=conf, wait_stopped=True))
 
 
 def cmd_restore(conf, args):
-    return _envelope_exit(verb.restore(conf=conf))
+    return _run_verb(args, lambda verb, conf: verb.restore(conf=conf))
+
+
+def _run_verb(args, call):
+    """The verb needs the whole configuration (oslo.config, secrets
+    included) and systemd: loaded here only, not for the query commands."""
+    from oslo_config import cfg
+
+    from vdsm_dhcp import config, verb
+    try:
+        conf = config.load(getattr(args, 'config_file', None))
+    except cfg.Error as e:
+        return _fail(str(e), 2)
+    return _envelope_exit(call(verb, conf))
 
 
 def cmd_list(conf, args):
@@ -90,7 +109,7 @@ def cmd_list(conf, args):
 
 def _unit_state(conf):
     try:
-        from vdsm_dhcp.systemd import Systemd
+        from vdsm_dhcp.systemd import Systemd   # dbus: only for status
         return Systemd().unit_state(conf.agent_unit) or {
             'unit': conf.agent_unit, 'ActiveState': 'inactive',
             'SubState': 'dead', 'MainPID': 0}
@@ -108,123 +127,58 @@ def cmd_status(conf, args):
     except errors.VdsmDhcpError as e:
         result['networks_file_error'] = str(e)
     try:
-        result['agent'] = control.call(conf, 'status')
-    except control.ControlError as e:
+        result['agent'] = client.call(conf.run_dir, 'status')
+    except client.ControlError as e:
         result['agent_error'] = str(e)
     if args.json:
+        result['version'] = STATUS_VERSION
         _print_json(result)
         return 0
-    unit = result['unit']
-    if 'error' in unit:
-        # e.g. the agent run by hand on a host without systemd on D-Bus
-        print('unit %s: unknown (%s)' % (unit['unit'], unit['error']))
-    else:
-        print('unit %s: %s (%s), main pid %s'
-              % (unit['unit'], unit['ActiveState'], unit['SubState'],
-                 unit['MainPID'] or '-'))
-    if 'networks_file_error' in result:
-        print('networks file: %s' % result['networks_file_error'])
-    else:
-        print('networks file %s: %d networks' % (
-            conf.networks_file, len(result['networks_file'])))
-    agent = result.get('agent')
-    if agent is None:
-        print('agent: %s' % result['agent_error'])
-        for n in result.get('networks_file', []):
-            print('  %-15s %s' % (n['name'], n['quantumId']))
-        return 0
-    src = agent['source']
-    print('agent: pid %d, host %s, last reconcile %s' % (
-        agent['pid'], agent['host'], _when(agent['last_reconcile'])))
-    print('source: %s %s: %s' % (
-        src.get('type'), src.get('path') or src.get('url', ''),
-        'reachable' if src.get('reachable') else 'UNREACHABLE since %s: %s'
-        % (_when(src.get('unreachable_since')), src.get('error'))))
-    for n in agent['networks']:
-        print()
-        print('%s (%s): %s' % (n['name'], n['quantumId'],
-                               'served' if n['served'] else
-                               'NOT SERVED: %s' % n['reason']))
-        print('  bridge %s, namespace %s' % (
-            'present' if n['bridge_present'] else 'ABSENT',
-            n['namespace'] or '-'))
-        print('  DHCP port IPs %s, dnsmasq pid %s, %d hosts, last sync %s'
-              % (', '.join(n['dhcp_ips']) or '-', n['dnsmasq_pid'] or '-',
-                 n['hosts'], _when(n['last_sync'])))
-        if n.get('error'):
-            print('  error: %s' % n['error'])
-        for problem in n['problems']:
-            print('  problem: %s' % problem)
+    from vdsm_dhcp import status_text
+    print('\n'.join(status_text.render(result,
+                                        color=status_text.use_color())))
     return 0
-
-
-def _find_network(conf, network):
-    listed = networks_file.read(conf.networks_file)
-    for n in listed:
-        if network in (n.name, n.quantum_id):
-            return n
-    raise errors.VdsmDhcpError('network %r is not in the networks file %s'
-                               % (network, conf.networks_file))
 
 
 def cmd_hosts(conf, args):
     try:
-        net = _find_network(conf, args.network)
-    except errors.VdsmDhcpError as e:
+        answer = client.call(conf.run_dir, 'hosts', {'network': args.network})
+    except client.ControlError as e:
         return _fail(str(e))
-    files = dnsmasq.Files(conf.state_dir, net.quantum_id)
-    written = dnsmasq.read_hostsdir(files.hosts)
-    hosts = [{'port': port_id, 'file': name, 'entry': line}
-             for port_id, (name, text) in sorted(written.items())
-             for line in text.splitlines() if line]
     if args.json:
-        _print_json({'network': net.name, 'quantumId': net.quantum_id,
-                     'hostsdir': files.hosts, 'hosts': hosts})
+        _print_json(answer)
         return 0
-    print('# %s (%s): %d entries in %s' % (net.name, net.quantum_id,
-                                           len(hosts), files.hosts))
-    for h in hosts:
-        print('%-40s %s' % (h['entry'], h['port']))
+    print('# %s (%s): %d entries' % (answer['network'], answer['quantumId'],
+                                     len(answer['hosts'])))
+    for host in answer['hosts']:
+        print('%-60s %s' % (host['entry'], host['port']))
     return 0
 
 
 def cmd_leases(conf, args):
     try:
-        net = _find_network(conf, args.network)
-    except errors.VdsmDhcpError as e:
+        answer = client.call(conf.run_dir, 'leases',
+                             {'network': args.network})
+    except client.ControlError as e:
         return _fail(str(e))
-    path = dnsmasq.Files(conf.state_dir, net.quantum_id).leases
-    leases = []
-    try:
-        with open(path) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 4 and fields[0] != 'duid':
-                    leases.append({'expires': int(fields[0]),
-                                   'mac': fields[1], 'ip': fields[2],
-                                   'hostname': fields[3]})
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        return _fail('cannot read %s: %s' % (path, e.strerror))
     if args.json:
-        _print_json({'network': net.name, 'quantumId': net.quantum_id,
-                     'leases': leases})
+        _print_json(answer)
         return 0
-    print('# %s (%s): %d leases in %s' % (net.name, net.quantum_id,
-                                          len(leases), path))
+    leases = answer['leases']
+    print('# %s (%s): %d leases' % (answer['network'], answer['quantumId'],
+                                    len(leases)))
     for lease in leases:
         left = lease['expires'] - time.time() if lease['expires'] else 0
         print('%-17s %-39s %-20s %s' % (
-            lease['mac'], lease['ip'], lease['hostname'],
+            lease['mac'] or '-', lease['ip'], lease['hostname'],
             'expires in %ds' % left if lease['expires'] else 'infinite'))
     return 0
 
 
 def cmd_why(conf, args):
     try:
-        answer = control.call(conf, 'why', {'mac': args.mac})
-    except control.ControlError as e:
+        answer = client.call(conf.run_dir, 'why', {'mac': args.mac})
+    except client.ControlError as e:
         return _fail(str(e))
     if args.json:
         _print_json(answer)
@@ -240,10 +194,10 @@ def cmd_why(conf, args):
 
 def cmd_wait(conf, args):
     try:
-        reply = control.call(conf, 'wait', {'macs': args.macs,
-                                            'timeout': args.timeout},
-                             timeout=args.timeout + 10)
-    except control.ControlError as e:
+        reply = client.call(conf.run_dir, 'wait',
+                            {'macs': args.macs, 'timeout': args.timeout},
+                            timeout=args.timeout + 10)
+    except client.ControlError as e:
         return _fail(str(e))
     if args.json:
         _print_json(reply)
@@ -256,10 +210,19 @@ def cmd_wait(conf, args):
     return 0 if not reply['not_ready'] else 1
 
 
+def cmd_metrics(conf, args):
+    try:
+        text = client.call(conf.run_dir, 'metrics')
+    except client.ControlError as e:
+        return _fail(str(e))
+    print(text, end='')
+    return 0
+
+
 def cmd_sync(conf, args):
     try:
-        control.call(conf, 'sync')
-    except control.ControlError as e:
+        client.call(conf.run_dir, 'sync')
+    except client.ControlError as e:
         return _fail(str(e))
     print('resync requested')
     return 0
@@ -269,7 +232,7 @@ def parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--config-file', default=argparse.SUPPRESS,
                         help='default: $%s or %s' % (
-                            config.CONFIG_ENV, config.DEFAULT_CONFIG_FILE))
+                            settings.CONFIG_ENV, settings.DEFAULT_CONFIG_FILE))
     p = argparse.ArgumentParser(
         prog='vdsm-dhcp', parents=[common],
         description='Host DHCP for VDSM networks, addresses from '
@@ -310,15 +273,16 @@ def parser():
     sp.add_argument('--timeout', type=float, default=30.0,
                     help='seconds (default 30)')
     add('sync', cmd_sync, 'ask the agent to resync now')
+    add('metrics', cmd_metrics, "the agent's metrics, in Prometheus' text "
+        'format')
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    try:
-        conf = config.load(getattr(args, 'config_file', None))
-    except cfg.Error as e:
-        return _fail(str(e), 2)
+    conf = settings.load(getattr(args, 'config_file', None))
+    if conf.problem and args.fn not in (cmd_set, cmd_clear, cmd_restore):
+        print('vdsm-dhcp: warning: %s' % conf.problem, file=sys.stderr)
     return args.fn(conf, args)
 
 

@@ -2,41 +2,71 @@
 
 Request:  {"cmd": "status"}            one JSON object per line
 Reply:    {"ok": true, "result": ...}  or {"ok": false, "error": "..."}
-Every connection has its own thread and a read deadline, so a slow or
-silent client holds only itself. Peers are checked with SO_PEERCRED: root,
-or a member (primary gid) of the configured group.
+
+Peers are checked with SO_PEERCRED: root, or a member (primary gid) of the
+configured group. Nothing a client does may stop the socket answering:
+- every connection has its own thread (reused: starting one per connect
+  made the accept loop too slow for a connect flood, whose backlog then
+  made everyone's connect fail), a deadline to send each request (a slow
+  or silent client) and one to read each reply (a client that never
+  reads): past either it is dropped;
+- clients are counted per peer uid: one user's flood (a runaway script in
+  the hooks' group) cannot take the places of another user's; root has its
+  own count outside the shared pool, and every other user keeps a few
+  places even when the pool is full (the VM hooks, as vdsm);
+- a refused client is answered without blocking and never by the accept
+  loop's thread in a way that can raise; no error from a client ends it.
 """
+import collections
 import grp
 import json
 import logging
 import os
+import queue
+import select
 import socket
 import struct
 import threading
+import time
 
 from oslo_config import cfg
 
+from vdsm_dhcp import client
+
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = 'agent.sock'
+SOCKET_NAME = client.SOCKET_NAME
 MAX_LINE = 64 * 1024
-MAX_CLIENTS = 64
+SHARED_CLIENTS = 512      # all users but root together
+RESERVED_PER_UID = 8      # places a user has even when that pool is full,
+RESERVE = 64              # taken from this many (many users at once)
+REFUSED_LINGER = 1.0      # seconds a refused client has to read its answer
+REFUSED_KEPT = 64         # refused connections lingering at most
 
 control_opts = [
     cfg.StrOpt('control_group', default='kvm',
                help='Group allowed on the control socket besides root (the '
                     'VM hooks run as vdsm:kvm).'),
-    cfg.FloatOpt('control_read_timeout', default=5.0,
-                 help='Seconds a client may take to send its request.'),
+    cfg.FloatOpt('control_read_timeout', default=5.0, min=0.1,
+                 help='Seconds a client may take to send a whole request.'),
+    cfg.FloatOpt('control_send_timeout', default=5.0, min=0.1,
+                 help='Seconds a client may take to read a reply; past it '
+                      'the connection is dropped.'),
+    cfg.IntOpt('control_clients_per_uid', default=128, min=1,
+               help='Connections one user may hold at once (the VM hooks '
+                    'all run as vdsm: at least as many as VMs started at '
+                    'once). Root counts apart from the others.'),
 ]
 
 
-class ControlError(Exception):
-    pass
+# the client side lives in client.py (standard library only, for the hooks)
+ControlError = client.ControlError
+
+_current = threading.local()   # the connection a handler serves
 
 
 def socket_path(conf):
-    return os.path.join(conf.run_dir, SOCKET_NAME)
+    return client.socket_path(conf.run_dir)
 
 
 def _group_id(name):
@@ -52,14 +82,60 @@ def _peer(sock):
     return struct.unpack('3i', creds)   # pid, uid, gid
 
 
+def peer_gone():
+    """For a handler that blocks (wait): the client that asked has closed
+    its socket, nobody will read the answer. (Only a full close: a client
+    that shut down its sending side, as `nc -N` does, still reads.)"""
+    conn = getattr(_current, 'conn', None)
+    if conn is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(conn, 0)     # POLLHUP and POLLERR come anyway
+        return any(events & (select.POLLHUP | select.POLLERR |
+                             select.POLLNVAL)
+                   for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+class _Throttled:
+    """A warning at most once per interval, with how many were left out
+    (10,000 refused connects must not write 10,000 log lines)."""
+
+    def __init__(self, interval=10.0):
+        self.interval = interval
+        self._next = {}
+        self._skipped = collections.Counter()
+
+    def warning(self, key, msg, *args):
+        now = time.monotonic()
+        if now < self._next.get(key, 0):
+            self._skipped[key] += 1
+            return
+        self._next[key] = now + self.interval
+        skipped = self._skipped.pop(key, 0)
+        log.warning(msg + (' (and %d more like it)' % skipped if skipped
+                           else ''), *args)
+
+
 class ControlServer:
-    def __init__(self, conf, handlers):
+    def __init__(self, conf, handlers, on_error=None):
         self.path = socket_path(conf)
+        self.on_error = on_error        # fn(cmd): a request answered "no"
         self.gid = _group_id(conf.control_group)
         self.read_timeout = conf.control_read_timeout
+        self.send_timeout = conf.control_send_timeout
+        self.per_uid = conf.control_clients_per_uid
         self.handlers = handlers        # cmd -> fn(request dict) -> result
-        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._clients = collections.Counter()   # uid -> open connections
+        # enough threads for every connection admitted: none ever queues
+        self._workers = _Workers(self.per_uid + SHARED_CLIENTS + RESERVE)
+        self._counts = threading.Lock()
+        self._refused = collections.deque()     # (close at, conn)
+        self._log = _Throttled()
         self._sock = None
+        self._stopped = False
 
     def start(self):
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
@@ -71,13 +147,20 @@ class ControlServer:
         sock.bind(self.path)
         os.chown(self.path, 0, self.gid if self.gid is not None else 0)
         os.chmod(self.path, 0o660)
-        sock.listen(16)
+        sock.listen(socket.SOMAXCONN)
+        # wakes the accept loop to close lingering refused connections
+        sock.settimeout(REFUSED_LINGER)
         self._sock = sock
         threading.Thread(target=self._accept, name='control',
                          daemon=True).start()
 
     def stop(self):
+        self._stopped = True
         if self._sock:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)   # wakes accept()
+            except OSError:
+                pass
             self._sock.close()
             try:
                 os.unlink(self.path)
@@ -87,49 +170,139 @@ class ControlServer:
     def allowed(self, uid, gid):
         return uid == 0 or (self.gid is not None and gid == self.gid)
 
+    # -- accepting ----------------------------------------------------------
     def _accept(self):
-        while True:
+        while not self._stopped:
             try:
                 conn, _ = self._sock.accept()
-            except OSError:
-                return
-            if not self._slots.acquire(blocking=False):
-                _reply(conn, {'ok': False, 'error': 'too many clients'})
-                conn.close()
+            except socket.timeout:
+                self._close_refused()
                 continue
-            threading.Thread(target=self._serve, args=(conn,),
-                             daemon=True).start()
-
-    def _serve(self, conn):
-        try:
-            _, uid, gid = _peer(conn)
-            if not self.allowed(uid, gid):
-                log.warning('control: refused peer uid %d gid %d', uid, gid)
-                _reply(conn, {'ok': False, 'error': 'permission denied'})
-                return
-            conn.settimeout(self.read_timeout)
-            reader = conn.makefile('rb')
-            while True:
-                line = reader.readline(MAX_LINE + 1)
-                if not line:
+            except OSError as e:
+                if self._stopped:
                     return
-                conn.settimeout(None)
-                _reply(conn, self.handle(line))
-                conn.settimeout(self.read_timeout)
+                # EMFILE, ENFILE, ENOBUFS...: the connection waits in the
+                # backlog; try again once something was closed
+                self._log.warning('accept', 'control: accept failed: %s', e)
+                self._close_refused(everything=True)
+                time.sleep(0.05)
+                continue
+            try:
+                self._admit(conn)
+            except Exception:
+                log.exception('control: dropping a connection')
+                _close(conn)
+            self._close_refused()
+
+    def _admit(self, conn):
+        conn.settimeout(None)   # accept() gave it the listener's timeout
+        _, uid, gid = _peer(conn)
+        if not self.allowed(uid, gid):
+            self._log.warning('refused', 'control: refused peer uid %d '
+                              'gid %d', uid, gid)
+            self._refuse(conn, {'ok': False, 'error': 'permission denied'})
+            return
+        if not self._take(uid):
+            self._log.warning('busy-%d' % uid, 'control: uid %d holds %d '
+                              'connections already: refused one', uid,
+                              self._clients[uid])
+            self._refuse(conn, {'ok': False, 'busy': True, 'error':
+                                'too many clients of uid %d; try again'
+                                % uid})
+            return
+        try:
+            self._workers.submit(self._serve, conn, uid)
+        except RuntimeError:      # cannot start a thread now
+            self._release(uid)
+            self._refuse(conn, {'ok': False, 'busy': True,
+                                'error': 'the agent is overloaded; '
+                                         'try again'})
+
+    def _take(self, uid):
+        """Root: its own places. Others: a shared pool, past which each
+        still gets its first few (the hooks' user among a crowd)."""
+        with self._counts:
+            mine = self._clients[uid]
+            if mine >= self.per_uid:
+                return False
+            if uid != 0:
+                others = sum(n for u, n in self._clients.items() if u != 0)
+                if others >= SHARED_CLIENTS + (
+                        RESERVE if mine < RESERVED_PER_UID else 0):
+                    return False
+            self._clients[uid] += 1
+            return True
+
+    def _release(self, uid):
+        with self._counts:
+            self._clients[uid] -= 1
+            if self._clients[uid] <= 0:
+                del self._clients[uid]
+
+    def _refuse(self, conn, reply):
+        """Answer without blocking (the client may be gone, or may never
+        read), then let it read that for a moment: closed at once, a
+        client still sending its request would see EPIPE, not why."""
+        try:
+            conn.send(_encode(reply), socket.MSG_DONTWAIT)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            _close(conn)
+            return
+        self._refused.append((time.monotonic() + REFUSED_LINGER, conn))
+        if len(self._refused) > REFUSED_KEPT:
+            _close(self._refused.popleft()[1])
+
+    def _close_refused(self, everything=False):
+        now = time.monotonic()
+        while self._refused and (everything or self._refused[0][0] <= now):
+            _close(self._refused.popleft()[1])
+
+    # -- serving ------------------------------------------------------------
+    def _serve(self, conn, uid):
+        _current.conn = conn
+        pending = bytearray()
+        try:
+            while True:
+                line = _read_line(conn, pending,
+                                  time.monotonic() + self.read_timeout)
+                if line is None:
+                    return
+                reply = self.handle(line)
+                conn.settimeout(self.send_timeout)   # for the whole reply
+                conn.sendall(_encode(reply))
+                if len(line) > MAX_LINE:
+                    return     # the rest of that line is not a request
         except (OSError, socket.timeout):
             pass
+        except Exception:
+            log.exception('control: client of uid %d', uid)
         finally:
-            conn.close()
-            self._slots.release()
+            _current.conn = None
+            _close(conn)
+            self._release(uid)
 
     def handle(self, line):
+        reply = self._handle(line)
+        if not reply['ok'] and self.on_error is not None:
+            try:
+                request = json.loads(line)
+                cmd = request.get('cmd') if isinstance(request, dict) \
+                    else None
+            except (ValueError, RecursionError):
+                cmd = None
+            self.on_error(cmd)
+        return reply
+
+    def _handle(self, line):
         if len(line) > MAX_LINE:
             return {'ok': False, 'error': 'request longer than %d bytes'
                     % MAX_LINE}
         try:
             request = json.loads(line)
-        except ValueError:
-            return {'ok': False, 'error': 'request is not JSON'}
+        except (ValueError, RecursionError):
+            return {'ok': False, 'error': 'request is not JSON (or nested '
+                    'too deeply)'}
         if not isinstance(request, dict) or not isinstance(
                 request.get('cmd'), str):
             return {'ok': False, 'error': 'request must be an object with '
@@ -137,7 +310,7 @@ class ControlServer:
         handler = self.handlers.get(request['cmd'])
         if handler is None:
             return {'ok': False, 'error': 'unknown command %r; known: %s'
-                    % (request['cmd'], ', '.join(sorted(self.handlers)))}
+                    % (request['cmd'][:100], ', '.join(sorted(self.handlers)))}
         try:
             return {'ok': True, 'result': handler(request)}
         except ControlError as e:
@@ -148,37 +321,97 @@ class ControlServer:
                     % (request['cmd'], e)}
 
 
-def _reply(conn, obj):
-    conn.sendall(json.dumps(obj, sort_keys=True).encode() + b'\n')
+class _Workers:
+    """Daemon threads, started when none is idle (up to `limit`), reused,
+    ended after a minute idle. Daemons: a `wait` still blocked must not
+    hold up the agent's exit."""
+
+    IDLE_EXIT = 60.0
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._idle = 0
+
+    def submit(self, fn, *args):
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                spawn = False
+            else:
+                spawn = self._count < self.limit
+                self._count += spawn
+        if spawn:
+            try:
+                threading.Thread(target=self._run, name='control-client',
+                                 daemon=True).start()
+            except RuntimeError:
+                with self._lock:
+                    self._count -= 1
+                raise
+        self._jobs.put((fn, args))
+
+    def _run(self):
+        while True:
+            try:
+                fn, args = self._jobs.get(timeout=self.IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:     # more idle threads than jobs
+                        self._idle -= 1
+                        self._count -= 1
+                        return
+                continue
+            try:
+                fn(*args)
+            except Exception:
+                log.exception('control: worker')
+            with self._lock:
+                self._idle += 1
+
+
+def _read_line(conn, pending, deadline):
+    """The next request line (at most MAX_LINE + 1 bytes: longer is an
+    error), None at the end; socket.timeout past the deadline, however
+    slowly the client trickles bytes in."""
+    while True:
+        end = pending.find(b'\n')
+        if 0 <= end < MAX_LINE:
+            line = bytes(pending[:end + 1])
+            del pending[:end + 1]
+            return line
+        if len(pending) > MAX_LINE:
+            return bytes(pending[:MAX_LINE + 1])
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout('request not received in time')
+        conn.settimeout(left)
+        data = conn.recv(MAX_LINE + 1)
+        if not data:
+            line = bytes(pending)
+            pending.clear()
+            return line or None
+        pending += data
+
+
+def _encode(reply):
+    try:
+        return json.dumps(reply, sort_keys=True).encode() + b'\n'
+    except (TypeError, ValueError, RecursionError) as e:
+        log.error('control: cannot encode a reply: %s', e)
+        return b'{"error": "the agent could not encode its reply", ' \
+            b'"ok": false}\n'
+
+
+def _close(conn):
+    try:
+        conn.close()
+    except OSError:
+        pass
 
 
 def call(conf, cmd, args=None, timeout=10.0):
-    """Client side: one request {"cmd": cmd, **args}, one reply; `timeout`
-    bounds the whole exchange. Raises ControlError."""
-    path = socket_path(conf)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-        sock.sendall(json.dumps(dict(args or {}, cmd=cmd)).encode() + b'\n')
-        line = sock.makefile('rb').readline()
-    except FileNotFoundError:
-        raise ControlError('the agent is not running (no socket %s)'
-                           % path) from None
-    except ConnectionRefusedError:
-        raise ControlError('the agent is not running (socket %s refuses '
-                           'connections)' % path) from None
-    except socket.timeout:
-        raise ControlError('the agent did not answer within %ss'
-                           % timeout) from None
-    except OSError as e:
-        raise ControlError('cannot talk to the agent at %s: %s'
-                           % (path, e.strerror or e)) from None
-    finally:
-        sock.close()
-    if not line:
-        raise ControlError('the agent closed the connection')
-    reply = json.loads(line)
-    if not reply.get('ok'):
-        raise ControlError(reply.get('error') or 'unknown error')
-    return reply.get('result')
+    """Client side, for callers that hold an oslo conf: see client.call."""
+    return client.call(conf.run_dir, cmd, args, timeout)

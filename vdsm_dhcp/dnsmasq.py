@@ -20,23 +20,63 @@ import grp
 import logging
 import os
 import pwd
+import re
+import select
 import shutil
 import signal
+import stat
 import subprocess
+import threading
 import time
 import uuid
 
 import netaddr
 from oslo_config import cfg
 
+from vdsm_dhcp import logs
+from vdsm_dhcp.desired import HOST_LINE
 from vdsm_dhcp.fileutil import atomic_write
 from vdsm_dhcp.netns_exec import netns_preexec
 from vdsm_dhcp.readiness import LoadTracker
+from vdsm_dhcp.untrusted import show
 
 log = logging.getLogger(__name__)
 
 PORT_MARK = '# port '
 BATCH_PREFIX = 'batch-'
+# a hostsdir entry that is no port's (a duplicate, unparseable content):
+# ':' is never in a port id, so the sync removes the file it names
+STALE_KEY = 'stale:'
+
+# The shape of every line we give dnsmasq, checked where it is rendered:
+# a value that slipped past validation is refused, never half-read.
+_TAG = r'tag:subnet-[A-Za-z0-9][A-Za-z0-9_-]{0,63}'
+_V4 = r'(?:[0-9]{1,3}\.){3}[0-9]{1,3}'
+_V6 = r'\[[0-9a-f:.]{2,45}\]'
+_ROUTES = r'{v4}/[0-9]{{1,2}},{v4}(?:,{v4}/[0-9]{{1,2}},{v4})*'.format(v4=_V4)
+OPTS_LINE = re.compile(
+    r'{tag},(?:option:router(?:,{v4})?|option:dns-server,{v4}(?:,{v4})*'
+    r'|(?:option:classless-static-route|249),{routes}|option:mtu,[0-9]{{2,5}}'
+    r'|option6:dns-server,{v6}(?:,{v6})*)'.format(
+        tag=_TAG, v4=_V4, v6=_V6, routes=_ROUTES))
+RANGE_ARG = re.compile(
+    r'--dhcp-range=set:subnet-[A-Za-z0-9][A-Za-z0-9_-]{0,63},'
+    r'(?:%s,static,%s|[0-9a-f:]{2,39},static,[0-9]{1,3}),[0-9]+s'
+    % (_V4, _V4))
+LEASE_LINE = re.compile(r'[0-9]+ [0-9a-f]{2}(?::[0-9a-f]{2}){5} %s \* \*'
+                        % _V4)
+# dnsmasq reads at most 1024 characters of a line: more is cut into a
+# second, bad line
+MAX_LINE = 1000
+
+
+def checked_line(line, shape, what):
+    """line, if it is one line of the expected shape; else DnsmasqError
+    (the network is retried, nothing is written)."""
+    if len(line) > MAX_LINE or not shape.fullmatch(line):
+        raise DnsmasqError('refusing to give dnsmasq the %s %s'
+                           % (what, show(line)))
+    return line
 
 dnsmasq_opts = [
     cfg.StrOpt('binary', default='dnsmasq', help='The dnsmasq program.'),
@@ -55,8 +95,17 @@ dnsmasq_opts = [
                     'into one batch file: one read by dnsmasq, not many.'),
     cfg.FloatOpt('start_timeout', default=10.0,
                  help='Seconds for dnsmasq to start and write its pid.'),
-    cfg.IntOpt('log_max_bytes', default=10 * 1024 * 1024, min=65536,
-               help='Rotate dnsmasq.log to dnsmasq.log.1 past this size.'),
+    cfg.IntOpt('log_max_bytes', default=10 * 1024 * 1024, min=4096,
+               help='Rotate dnsmasq.log to dnsmasq.log.1 past this size '
+                    '(dnsmasq reopens its log on SIGUSR2): a network\'s '
+                    'logs take about twice this on disk.'),
+    cfg.IntOpt('client_rate', default=50, min=0,
+               help='DHCP packets per second one client (its Ethernet '
+                    'source MAC) may send to a network\'s dnsmasq; the rest '
+                    'are dropped by nftables in the DHCP namespace, so a VM '
+                    'that floods cannot starve the others. 0: no limit.'),
+    cfg.StrOpt('nft', default='nft',
+               help='The nftables program (for client_rate).'),
 ]
 
 
@@ -89,6 +138,55 @@ class Files:
             os.makedirs(d, mode=0o755, exist_ok=True)
 
 
+# dnsmasq reads one packet per turn of its loop: a flood fills its socket
+# queue and the kernel drops the other VMs' packets with the flood's. Each
+# source MAC gets a token bucket before the queue (netdev ingress: dropped
+# before the IP stack). Applied whole (nft -f is one transaction), again
+# at each start of dnsmasq.
+CLIENT_LIMIT_RULES = """\
+table netdev vdsm_dhcp
+delete table netdev vdsm_dhcp
+table netdev vdsm_dhcp {
+    set clients {
+        type ether_addr
+        size 65535
+        flags dynamic,timeout
+        timeout 1m
+    }
+    chain ingress {
+        type filter hook ingress device "%(ifname)s" priority filter;
+        meta l4proto udp th dport { 67, 547 } update @clients { ether saddr \
+limit rate over %(rate)d/second burst %(burst)d packets } counter drop
+    }
+}
+"""
+
+
+def limit_clients(conf, namespace, ifname):
+    """The per-client rate limit in front of dnsmasq (client_rate). A
+    failure is logged: dnsmasq still serves, only unprotected."""
+    rate = conf.dnsmasq.client_rate
+    rules = CLIENT_LIMIT_RULES % {'ifname': ifname, 'rate': rate,
+                                  'burst': max(10, 2 * rate)}
+    if not rate:     # none wanted: remove one set before
+        rules = ''.join(rules.splitlines(True)[:2])
+    try:
+        with netns_preexec(namespace) as preexec:
+            result = subprocess.run(
+                [conf.dnsmasq.nft, '-f', '-'], input=rules.encode(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, timeout=30, preexec_fn=preexec)
+        error = result.stderr.decode(errors='replace').strip() \
+            if result.returncode else None
+    except (OSError, subprocess.SubprocessError) as e:
+        error = str(e)
+    if error and rate:
+        log.warning('no per-client DHCP rate limit on %s in %s (%s): one VM '
+                    'flooding can starve the others', ifname, namespace,
+                    error[-300:])
+    return not error
+
+
 def command_line(conf, plan, files, ifname):
     """dnsmasq's argv for a NetworkPlan: all that, when it changes, needs a
     restart (ranges, interface, files); everything else is in files."""
@@ -105,6 +203,16 @@ def command_line(conf, plan, files, ifname):
             '--dhcp-optsfile=' + files.opts,
             '--dhcp-leasefile=' + files.leases,
             '--log-facility=' + files.log,
+            # The log feeds the readiness gate: keep tenants out of it.
+            # Every IPv4 port we serve is a dhcp-host ("known"); an IPv4
+            # client we do not know is dropped before any reply or log
+            # line (and never NAKed: another host may serve it). Not
+            # DHCPv6: a stateless subnet answers clients with no host
+            # entry (what they may log is bounded by client_rate).
+            # --quiet-dhcp* silences routine per-packet lines; errors and
+            # the "read <file>" lines are still logged.
+            '--dhcp-ignore=tag:!known,tag:!dhcpv6',
+            '--quiet-dhcp', '--quiet-dhcp6',
             '--dhcp-lease-max=%d' % conf.dnsmasq.lease_max]
     for subnet in plan.subnets:
         net = netaddr.IPNetwork(subnet.cidr)
@@ -114,14 +222,26 @@ def command_line(conf, plan, files, ifname):
         else:
             argv.append('--dhcp-range=set:%s,%s,static,%d,%ds'
                         % (subnet.tag, net.network, net.prefixlen, lease))
+    for arg in argv:
+        if arg.startswith('--dhcp-range='):
+            checked_line(arg, RANGE_ARG, 'argument')
+        elif not arg.isprintable():
+            raise DnsmasqError('refusing to give dnsmasq the argument %s'
+                               % show(arg))
     return argv
+
+
+def opts_line(subnet, option, values=()):
+    """One --dhcp-optsfile line: "tag:<subnet tag>,<option>[,values]"."""
+    return checked_line(','.join(['tag:' + subnet.tag, option] +
+                                 [str(v) for v in values]),
+                        OPTS_LINE, 'option line')
 
 
 def opts_content(plan):
     """--dhcp-optsfile lines, as Neutron writes them (tag per subnet)."""
     lines = []
     for s in plan.subnets:
-        tag = 'tag:' + s.tag
         if s.ip_version == 4:
             routes = list(s.host_routes)
             if routes and s.gateway and not any(
@@ -129,44 +249,77 @@ def opts_content(plan):
                 # a client that takes option 121 ignores option 3
                 routes.append(('0.0.0.0/0', s.gateway))
             # an empty router option stops dnsmasq offering itself
-            lines.append('%s,option:router%s'
-                         % (tag, ',' + s.gateway if s.gateway else ''))
+            lines.append(opts_line(s, 'option:router',
+                                   [s.gateway] if s.gateway else []))
             if s.dns:
-                lines.append('%s,option:dns-server,%s'
-                             % (tag, ','.join(s.dns)))
+                lines.append(opts_line(s, 'option:dns-server', s.dns))
             if routes:
-                flat = ','.join('%s,%s' % r for r in routes)
-                lines.append('%s,option:classless-static-route,%s'
-                             % (tag, flat))
-                lines.append('%s,249,%s' % (tag, flat))
+                flat = [part for route in routes for part in route]
+                lines.append(opts_line(s, 'option:classless-static-route',
+                                       flat))
+                lines.append(opts_line(s, '249', flat))
             if plan.mtu:
-                lines.append('%s,option:mtu,%d' % (tag, plan.mtu))
+                lines.append(opts_line(s, 'option:mtu', ['%d' % plan.mtu]))
         elif s.dns:
-            lines.append('%s,option6:dns-server,%s'
-                         % (tag, ','.join('[%s]' % d for d in s.dns)))
+            lines.append(opts_line(s, 'option6:dns-server',
+                                   ['[%s]' % d for d in s.dns]))
     return ''.join(line + '\n' for line in lines)
 
 
+def _read_regular(path):
+    """A regular file's text (bytes kept as surrogates), or None: never
+    blocks on a FIFO nor follows a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, 'rb') as f:
+            fd = None
+            return f.read().decode('utf-8', 'surrogateescape')
+    except OSError:
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def read_hostsdir(path):
-    """port id -> (file name, entry text) from the files we wrote."""
+    """port id -> (file name, entry text) from the files we wrote. Never
+    raises on what it finds: content that is not ours as we write it
+    (a port in two files, text outside any port's part) is keyed under
+    STALE_KEY, so that the next sync removes that file."""
     entries = {}
     try:
-        names = os.listdir(path)
-    except FileNotFoundError:
+        names = sorted(os.listdir(path))
+    except OSError:
         return entries
     for name in names:
-        try:
-            with open(os.path.join(path, name)) as f:
-                text = f.read()
-        except OSError:
+        text = _read_regular(os.path.join(path, name))
+        if text is None:
             continue
-        if name.startswith(BATCH_PREFIX):
-            for chunk in text.split(PORT_MARK)[1:]:
-                port_id, _, body = chunk.partition('\n')
-                entries[port_id] = (name, body)
+        if not name.startswith(BATCH_PREFIX):
+            parts = [(name, text)]
+            stray = ''
         else:
-            entries[name] = (name, text)
+            stray, *chunks = text.split(PORT_MARK)
+            parts = [chunk.partition('\n')[::2] for chunk in chunks]
+        for port_id, body in parts:
+            if port_id in entries or STALE_KEY in port_id:
+                stray += body
+            else:
+                entries[port_id] = (name, body)
+        if stray or not parts:
+            entries[STALE_KEY + name] = (name, stray)
     return entries
+
+
+def lease_line(expiry, mac, ip):
+    """One seeded IPv4 lease line (with its newline)."""
+    return checked_line('%d %s %s * *' % (expiry, mac, ip), LEASE_LINE,
+                        'lease line') + '\n'
 
 
 def pid_alive(pid):
@@ -200,49 +353,93 @@ def read_pid(files):
 
 
 class Dnsmasq:
-    """One network's dnsmasq: adopts a running one, else spawns it."""
+    """One network's dnsmasq: adopts a running one, else spawns it.
+
+    The process is held by a handle that cannot outlive it: the Popen of
+    the dnsmasq we spawned (its PID stays ours until we reap it), or a
+    pidfd of an adopted one, opened once its command line was seen to be
+    ours. Signals go through the handle, so a PID reused by a stranger is
+    never signalled. `written` is replaced, never changed in place: a
+    reader in another thread takes the dict once and reads that.
+    """
 
     def __init__(self, conf, quantum_id):
         self.conf = conf
         self.quantum_id = quantum_id
         self.files = Files(conf.state_dir, quantum_id)
         self.proc = None          # Popen when we spawned it
+        self.pidfd = None         # when we adopted it (where supported)
         self.pid = None
         self.cmdline = None
+        self.started_at = None    # monotonic, when we spawned it
         self.written = {}         # port id -> (file name, entry text)
         self.opts = None
         self.reloads = 0
         self.restarts = 0
         self.adopted = False
+        self._handle_lock = threading.Lock()
         self.tracker = LoadTracker(self.files.log, self.files.hosts)
 
     # -- process ---------------------------------------------------------
+    def ours(self, pid):
+        """pid runs a dnsmasq of this network (its argv names our pid
+        file), right now."""
+        argv = proc_cmdline(pid)
+        return bool(argv) and '--pid-file=' + self.files.pid in argv
+
     def adopt(self):
         """Take over a dnsmasq left by a previous agent (no restart)."""
         pid = read_pid(self.files)
-        argv = proc_cmdline(pid) if pid else None
-        if not argv or '--pid-file=' + self.files.pid not in argv \
-                or not pid_alive(pid):
+        if not pid or not self.ours(pid) or not pid_alive(pid):
             return False
-        self.pid, self.cmdline, self.adopted = pid, argv, True
-        self.written = read_hostsdir(self.files.hosts)
+        pidfd = _pidfd_open(pid)
+        # checked again with the handle held: the PID cannot change hands
+        # any more, and it was ours after we took it
+        if not self.ours(pid) or (pidfd is not None and _exited(pidfd)):
+            _close(pidfd)
+            return False
+        with self._handle_lock:
+            self.pid, self.pidfd, self.proc = pid, pidfd, None
+            self.cmdline, self.adopted = proc_cmdline(pid), True
+            self.started_at = None
+        written = read_hostsdir(self.files.hosts)
+        self.written = written
         self.tracker.start_at_end()
-        self.tracker.expect_idle(self.written)
-        try:
-            with open(self.files.opts) as f:
-                self.opts = f.read()
-        except OSError:
-            self.opts = None
-        log.info('network %s: adopted dnsmasq pid %d', self.quantum_id, pid)
+        self.tracker.expect_idle(written)
+        self.opts = _read_regular(self.files.opts)   # None: rewritten
+        log.info('network %s: adopted dnsmasq pid %d', self.quantum_id, pid,
+                 extra=logs.network(self.quantum_id))
         return True
 
     def alive(self):
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return bool(self.pid) and pid_alive(self.pid)
+        with self._handle_lock:
+            if self.proc is not None:
+                return self.proc.poll() is None
+            if self.pidfd is not None:
+                return not _exited(self.pidfd)
+            # no pidfd (old kernel): the PID must still run our dnsmasq
+            return bool(self.pid) and pid_alive(self.pid) and \
+                self.ours(self.pid)
+
+    def uptime(self):
+        """Seconds since we spawned it; None when adopted or not running."""
+        if self.started_at is None or not self.pid:
+            return None
+        return time.monotonic() - self.started_at
+
+    def forget(self):
+        """The process is gone (alive() said so): drop its handle."""
+        with self._handle_lock:
+            pidfd = self.pidfd
+            self.pid = self.proc = self.pidfd = self.cmdline = None
+            self.started_at = None
+        _close(pidfd)
 
     def start(self, argv, namespace):
         self.files.create()
+        for arg in argv:
+            if arg.startswith('--interface='):
+                limit_clients(self.conf, namespace, arg.split('=', 1)[1])
         # dnsmasq runs as an unprivileged user: it must write its leases.
         owner = pwd.getpwnam(self.conf.dnsmasq.user).pw_uid
         for path in (self.files.leases,):
@@ -257,7 +454,7 @@ class Dnsmasq:
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             with netns_preexec(namespace) as preexec:
-                self.proc = subprocess.Popen(
+                proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=log_fd,
                     start_new_session=True, preexec_fn=preexec)
@@ -265,12 +462,15 @@ class Dnsmasq:
             raise DnsmasqError('cannot run %s: %s' % (argv[0], e)) from None
         finally:
             os.close(log_fd)
-        self.pid, self.cmdline, self.adopted = self.proc.pid, argv, False
+        self.forget()
+        with self._handle_lock:
+            self.proc, self.pid, self.cmdline = proc, proc.pid, argv
+            self.adopted, self.started_at = False, time.monotonic()
         deadline = time.monotonic() + self.conf.dnsmasq.start_timeout
-        while read_pid(self.files) != self.pid:
-            if self.proc.poll() is not None:
+        while read_pid(self.files) != proc.pid:
+            if proc.poll() is not None:
                 raise DnsmasqError('dnsmasq for %s exited with %s: %s'
-                                   % (self.quantum_id, self.proc.returncode,
+                                   % (self.quantum_id, proc.returncode,
                                       self.log_tail()))
             if time.monotonic() > deadline:
                 raise DnsmasqError('dnsmasq for %s did not start within %ss'
@@ -278,35 +478,33 @@ class Dnsmasq:
                                       self.conf.dnsmasq.start_timeout))
             time.sleep(0.005)
         log.info('network %s: started dnsmasq pid %d', self.quantum_id,
-                 self.pid)
+                 proc.pid, extra=logs.network(self.quantum_id))
 
     def stop(self):
-        pid, proc = self.pid, self.proc
-        self.pid = self.proc = self.cmdline = None
+        with self._handle_lock:
+            pid, proc, pidfd = self.pid, self.proc, self.pidfd
+            self.pid = self.proc = self.pidfd = self.cmdline = None
+            self.started_at = None
         if not pid:
             return
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if proc is not None:
-                if proc.poll() is not None:
-                    return
-            elif not pid_alive(pid):
+            if not _send(pid, proc, pidfd, signal.SIGTERM, self):
                 return
-            time.sleep(0.005)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc is not None:
-            proc.wait()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if not _runs(pid, proc, pidfd, self):
+                    return
+                time.sleep(0.005)
+            _send(pid, proc, pidfd, signal.SIGKILL, self)
+            if proc is not None:
+                proc.wait()
+        finally:
+            _close(pidfd)
 
     def signal(self, signum):
-        if self.pid:
-            os.kill(self.pid, signum)
+        with self._handle_lock:
+            if self.pid:
+                _send(self.pid, self.proc, self.pidfd, signum, self)
 
     def log_tail(self, size=2000):
         try:
@@ -315,6 +513,29 @@ class Dnsmasq:
                 return f.read().decode(errors='replace').strip()
         except OSError:
             return ''
+
+    def rotate_log(self):
+        """Keep dnsmasq.log under log_max_bytes (plus one rotated file)
+        without losing a line the readiness gate needs: see
+        LoadTracker.rotate. Called by the agent's supervision."""
+        pid = self.pid
+        if not pid:
+            return False
+        try:
+            owner = pwd.getpwnam(self.conf.dnsmasq.user).pw_uid
+        except KeyError:
+            return False
+
+        def reopen():
+            self.signal(signal.SIGUSR2)   # dnsmasq: reopen the log file
+        try:
+            self.tracker.check_writer(pid, reopen)
+            return self.tracker.rotate(self.conf.dnsmasq.log_max_bytes,
+                                       pid, owner, reopen)
+        except OSError as e:
+            log.error('network %s: log rotation: %s', self.quantum_id, e,
+                      extra=logs.network(self.quantum_id))
+            return False
 
     # -- files -------------------------------------------------------------
     def _write(self, name, text):
@@ -325,7 +546,9 @@ class Dnsmasq:
         """Bring hosts/ to `hosts` (port id -> entry). Returns whether
         dnsmasq must re-read (SIGHUP): a changed or removed entry stays
         loaded in dnsmasq until then; a new file needs no signal."""
-        written = self.written
+        # a copy, published when done (also after a failed write: what is
+        # on disk), so that readers in other threads never see it change
+        written = dict(self.written)
         added = [p for p in hosts if p not in written]
         changed = [p for p in hosts
                    if p in written and written[p][1] != hosts[p]]
@@ -338,23 +561,27 @@ class Dnsmasq:
         moved = [p for p, (f, _) in written.items()
                  if f in touched_batches and p in hosts and p not in changed]
         to_write = added + changed + moved
-        for port_id in removed:
-            del written[port_id]
-        self.tracker.forget(removed)
-        if len(to_write) >= self.conf.dnsmasq.batch_threshold:
-            name = BATCH_PREFIX + uuid.uuid4().hex[:12]
-            self.tracker.expect({p: name for p in to_write})
-            self._write(name, ''.join('%s%s\n%s' % (PORT_MARK, p, hosts[p])
-                                      for p in to_write))
-            written.update((p, (name, hosts[p])) for p in to_write)
-        else:
-            self.tracker.expect({p: p for p in to_write})
-            for port_id in to_write:
-                self._write(port_id, hosts[port_id])
-                written[port_id] = (port_id, hosts[port_id])
-                stale_files.discard(port_id)   # rewritten in place
-        for name in stale_files:
-            _unlink(os.path.join(self.files.hosts, name))
+        try:
+            if len(to_write) >= self.conf.dnsmasq.batch_threshold:
+                name = BATCH_PREFIX + uuid.uuid4().hex[:12]
+                self.tracker.expect({p: name for p in to_write})
+                self._write(name, ''.join('%s%s\n%s' % (PORT_MARK, p,
+                                                         hosts[p])
+                                          for p in to_write))
+                written.update((p, (name, hosts[p])) for p in to_write)
+            else:
+                self.tracker.expect({p: p for p in to_write})
+                for port_id in to_write:
+                    self._write(port_id, hosts[port_id])
+                    written[port_id] = (port_id, hosts[port_id])
+                    stale_files.discard(port_id)   # rewritten in place
+            for name in stale_files:
+                _unlink(os.path.join(self.files.hosts, name))
+            for port_id in removed:
+                del written[port_id]
+            self.tracker.forget(removed)
+        finally:
+            self.written = written
         return bool(changed or removed)
 
     def seed_leases(self, hosts):
@@ -363,24 +590,23 @@ class Dnsmasq:
         rebooting VM's request for a lease it does not know (granted by
         another host now gone); the VM would wait many seconds to fall
         back to DISCOVER."""
-        try:
-            with open(self.files.leases) as f:
-                existing = f.read()
-        except FileNotFoundError:
-            existing = ''
+        existing = _read_regular(self.files.leases) or ''
         known = {line.split()[1] for line in existing.splitlines()
                  if len(line.split()) >= 3}
         expiry = int(time.time()) + self.conf.dnsmasq.lease_duration
         seeded = []
         for text in hosts.values():
             for entry in text.splitlines():
-                mac, addr = entry.split(',')[:2]
+                match = HOST_LINE.fullmatch(entry)
+                if match is None:
+                    continue
+                mac, addr = match.group('mac', 'addr')
                 if not addr.startswith('[') and mac not in known:
-                    seeded.append('%d %s %s * *\n' % (expiry, mac, addr))
+                    seeded.append(lease_line(expiry, mac, addr))
         if seeded:   # IPv4 leases come before dnsmasq's "duid" line
             self.files.create()
-            atomic_write(self.files.leases, ''.join(seeded) + existing,
-                         sync=False)
+            atomic_write(self.files.leases, (''.join(seeded) + existing)
+                         .encode('utf-8', 'surrogateescape'), sync=False)
 
     def loaded(self, port_id):
         """dnsmasq has read this port's entry and can answer it now."""
@@ -420,3 +646,50 @@ def _unlink(path):
     except OSError as e:
         if e.errno != errno.ENOENT:
             raise
+
+
+def _pidfd_open(pid):
+    """A pidfd of pid, or None where the kernel or Python has none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _exited(pidfd):
+    """A pidfd polls readable once its process has exited."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _close(fd):
+    if fd is not None:
+        os.close(fd)
+
+
+def _runs(pid, proc, pidfd, dm):
+    if proc is not None:
+        return proc.poll() is None
+    if pidfd is not None:
+        return not _exited(pidfd)
+    return pid_alive(pid) and dm.ours(pid)
+
+
+def _send(pid, proc, pidfd, signum, dm):
+    """Signal the process behind the handle; False if it is gone (or the
+    PID no longer runs our dnsmasq: then it is not ours to signal)."""
+    try:
+        if proc is not None:
+            if proc.poll() is not None:
+                return False
+            proc.send_signal(signum)
+        elif pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signum)
+        elif dm.ours(pid):
+            os.kill(pid, signum)
+        else:
+            return False
+    except ProcessLookupError:
+        return False
+    return True

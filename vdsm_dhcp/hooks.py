@@ -1,10 +1,21 @@
 """VDSM hooks: close the VM-start race, report DHCP in the caps.
 
-Installed as /usr/libexec/vdsm/hooks/<point>/50_vdsm_dhcp. They run without
-VDSM's `hooking` module, as vdsm:kvm (VM hooks) or root (network hooks),
-and need no root of their own: the agent does the privileged work and
-answers on its control socket. Exit codes as VDSM defines them: 0 ok, 1
-failed (go on), 2 failed (abort the operation: only a strict gate does so).
+Installed as /usr/libexec/vdsm/hooks/<point>/50_vdsm_dhcp. VDSM runs the VM
+hooks as vdsm:kvm and the network hooks as root, in a new process each
+time, and treats ANY non-zero exit as an error: for before_vm_start and
+before_nic_hotplug the VM start or the hot-plug fails (lib/vdsm/common/
+hooks.py, _runHooksDir). So:
+- exit 0 on every problem of our own (config, networks file, XML, the
+  agent down or answering nonsense, a bug): the VM starts and stderr,
+  which VDSM logs, says why;
+- exit 2 only for a deliberate refusal: strict mode (host [hooks] strict,
+  or the VM's dhcp_wait_strict=true) and a vNIC that the agent did not
+  confirm servable in time.
+after_get_caps and after_network_setup never fail their operation.
+
+The hook is a new process per VM start, so it imports the standard library
+only: settings.py reads the main config file, client.py talks to the
+agent's control socket. The agent does everything privileged.
 
 Per-VM overrides, as VM custom properties (VDSM passes them as environment
 variables): dhcp_wait_timeout=<seconds> (0 skips the gate),
@@ -14,23 +25,11 @@ import json
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 
-from oslo_config import cfg
+from vdsm_dhcp import client, networks_file, settings
 
-from vdsm_dhcp import config, control, errors, networks_file
-
-OK, FAILED, ABORT = 0, 1, 2
-
-hooks_opts = [
-    cfg.FloatOpt('wait_timeout', default=30.0, min=0,
-                 help='Longest a VM start (or NIC hot-plug) waits for its '
-                      'vNICs to be servable by DHCP.'),
-    cfg.BoolOpt('strict', default=False,
-                help='Refuse to start the VM (hook exit 2) when a vNIC is '
-                     'not servable in time; otherwise start it with a '
-                     'warning in vdsm.log.'),
-]
+OK, REFUSE = 0, 2
+RETRY_INTERVAL = 0.2   # while the agent is not (yet) answering
 
 
 def log(message):
@@ -40,8 +39,12 @@ def log(message):
 
 def bridged_macs(xml_text):
     """(mac, bridge) of every <interface type='bridge'> in a domain or NIC
-    XML document."""
-    root = ET.fromstring(xml_text)
+    XML document. Raises ValueError for XML that does not parse."""
+    import xml.etree.ElementTree as ET   # only when there is XML to read
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as e:
+        raise ValueError('not XML: %s' % e) from None
     nics = [root] if root.tag == 'interface' else root.iter('interface')
     result = []
     for nic in nics:
@@ -54,141 +57,177 @@ def bridged_macs(xml_text):
     return result
 
 
-def _env_overrides(conf):
-    timeout, strict = conf.hooks.wait_timeout, conf.hooks.strict
+def _overrides(conf):
+    """(timeout, strict) after the VM's custom properties."""
+    timeout, strict = conf.wait_timeout, conf.strict
     raw = os.environ.get('dhcp_wait_timeout')
     if raw:
         try:
-            timeout = max(0.0, float(raw))
+            value = float(raw)
+            if not value >= 0:
+                raise ValueError
+            timeout = value
         except ValueError:
-            log('ignoring dhcp_wait_timeout=%r: not a number' % raw)
+            log('ignoring dhcp_wait_timeout=%r: not a number of seconds'
+                % raw)
     raw = os.environ.get('dhcp_wait_strict')
     if raw:
-        strict = raw.strip().lower() in ('1', 'true', 'yes', 'on')
+        word = raw.strip().lower()
+        if word in ('1', 'true', 'yes', 'on'):
+            strict = True
+        elif word in ('0', 'false', 'no', 'off'):
+            strict = False
+        else:
+            log('ignoring dhcp_wait_strict=%r: not true or false' % raw)
     return timeout, strict
 
 
-def gate(xml_path, what):
-    """The readiness gate for the vNICs in the XML at xml_path."""
+def _ask_until(conf, macs, timeout):
+    """The agent's answer to `wait`: (ready macs, {mac: why not}). Retries
+    while the agent cannot be reached (it may be starting right after
+    setDHCP); anything else is final."""
+    started = time.monotonic()
+    while True:
+        left = max(0.0, timeout - (time.monotonic() - started))
+        try:
+            reply = client.call(conf.run_dir, 'wait',
+                                {'macs': macs, 'timeout': left},
+                                timeout=left + 10)
+        except client.AgentUnreachable as e:
+            if time.monotonic() - started + RETRY_INTERVAL >= timeout:
+                return [], {m: str(e) for m in macs}
+            time.sleep(RETRY_INTERVAL)
+            continue
+        except client.ControlError as e:   # refused, or not our protocol
+            return [], {m: 'the agent: %s' % e for m in macs}
+        if not isinstance(reply, dict) or not isinstance(
+                reply.get('not_ready'), dict):
+            return [], {m: 'the agent answered %r' % (reply,) for m in macs}
+        not_ready = {str(m): str(why) for m, why in
+                     reply['not_ready'].items()}
+        return [m for m in macs if m not in not_ready], not_ready
+
+
+def gate(what):
+    """The readiness gate for the vNICs in $_hook_domxml."""
+    conf = settings.load()
+    if conf.problem:
+        log('%s: %s' % (what, conf.problem))
     try:
-        conf = config.load()
         listed = {n.name for n in networks_file.read(conf.networks_file)}
-    except (cfg.Error, errors.VdsmDhcpError) as e:
-        log('cannot check DHCP readiness of %s: %s' % (what, e))
-        return FAILED
+    except Exception as e:   # unreadable or corrupt: do not block the VM
+        log('%s starts without a DHCP check: %s' % (what, e))
+        return OK
     if not listed:
         return OK   # this host serves DHCP for nothing: nothing to wait for
+    xml_path = os.environ.get('_hook_domxml')
     try:
-        with open(xml_path) as f:
+        with open(xml_path, encoding='utf-8') as f:
             nics = bridged_macs(f.read())
-    except (OSError, ET.ParseError) as e:
-        log('cannot read %s XML %s: %s' % (what, xml_path, e))
-        return FAILED
+    except (OSError, TypeError, ValueError) as e:
+        log('%s starts without a DHCP check: cannot read its XML %s: %s'
+            % (what, xml_path, e))
+        return OK
     macs = sorted({mac for mac, bridge in nics if bridge in listed})
     if not macs:
         return OK
-    timeout, strict = _env_overrides(conf)
+    timeout, strict = _overrides(conf)
     if timeout == 0:
         return OK
     started = time.monotonic()
-    reply = None
-    while reply is None:
-        left = timeout - (time.monotonic() - started)
-        try:
-            reply = control.call(conf, 'wait', {'macs': macs,
-                                                'timeout': max(0.0, left)},
-                                 timeout=max(0.0, left) + 10)
-        except control.ControlError as e:
-            # the agent may be starting (setDHCP right before the VM)
-            if time.monotonic() - started >= timeout:
-                return _not_ready(what, {m: str(e) for m in macs}, strict,
-                                  timeout)
-            time.sleep(0.05)
-    if reply['not_ready']:
-        return _not_ready(what, reply['not_ready'], strict, timeout)
-    log('%s: DHCP ready for %s after %.3fs' % (
-        what, ', '.join(macs), time.monotonic() - started))
-    return OK
-
-
-def _not_ready(what, not_ready, strict, timeout):
+    ready, not_ready = _ask_until(conf, macs, timeout)
+    elapsed = time.monotonic() - started
+    if not not_ready:
+        log('%s: DHCP ready for %s after %.3fs' % (what, ', '.join(ready),
+                                                   elapsed))
+        return OK
     details = '; '.join('%s: %s' % kv for kv in sorted(not_ready.items()))
     if strict:
-        log('%s refused: DHCP not ready within %ss (%s)' % (what, timeout,
-                                                             details))
-        return ABORT
-    log('WARNING: %s starts although DHCP is not ready within %ss (%s)'
-        % (what, timeout, details))
+        log('%s refused (strict): DHCP not confirmed ready after %.1fs: %s'
+            % (what, elapsed, details))
+        return REFUSE
+    log('WARNING: %s starts although DHCP is not confirmed ready after '
+        '%.1fs: %s' % (what, elapsed, details))
     return OK
 
 
 def before_vm_start():
-    return gate(os.environ['_hook_domxml'], 'VM %s' % os.environ.get(
-        'vmId', '?'))
+    return gate('VM %s' % os.environ.get('vmId', '?'))
 
 
 def before_nic_hotplug():
-    return gate(os.environ['_hook_domxml'], 'NIC hot-plug into VM %s'
-                % os.environ.get('vmId', '?'))
+    return gate('NIC hot-plug into VM %s' % os.environ.get('vmId', '?'))
 
 
 def after_get_caps():
     """Add "dhcp" to the capabilities: agent state, and per listed network
-    whether it is served, or why not. Every other key stays as it is."""
-    path = os.environ['_hook_json']
+    whether it is served, or why not. On any problem the caps stay exactly
+    as they were."""
+    path = os.environ.get('_hook_json')
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8') as f:
             caps = json.load(f)
-    except (OSError, ValueError) as e:
-        log('cannot read caps JSON %s: %s' % (path, e))
-        return FAILED
-    caps['dhcp'] = dhcp_caps()
-    tmp = path + '.vdsm-dhcp'
-    with open(tmp, 'w') as f:
-        json.dump(caps, f)
-    os.rename(tmp, path)
+    except (OSError, TypeError, ValueError, RecursionError) as e:
+        log('after_get_caps: caps left as they are: cannot read %s: %s'
+            % (path, e))
+        return OK
+    if not isinstance(caps, dict):
+        log('after_get_caps: caps left as they are: not a JSON object')
+        return OK
+    caps['dhcp'] = dhcp_caps(settings.load())
+    tmp = '%s.vdsm-dhcp.%d' % (path, os.getpid())
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(caps, f)
+        os.rename(tmp, path)   # VDSM reads back a whole file or the old one
+    except OSError as e:
+        log('after_get_caps: caps left as they are: cannot write %s: %s'
+            % (path, e))
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     return OK
 
 
-def dhcp_caps():
+def dhcp_caps(conf):
     try:
-        conf = config.load()
         listed = networks_file.read(conf.networks_file)
-    except (cfg.Error, errors.VdsmDhcpError) as e:
+    except Exception as e:
         return {'agent': 'unknown', 'error': str(e), 'networks': {}}
     try:
-        status = control.call(conf, 'status', timeout=5)
-    except control.ControlError as e:
-        return {'agent': 'not running' if listed else 'stopped',
-                'error': str(e) if listed else None,
-                'networks': {n.name: {'quantumId': n.quantum_id,
-                                      'served': False,
-                                      'reason': 'agent not running'}
-                             for n in listed}}
-    return {'agent': 'running', 'host': status['host'],
-            'source': {'type': status['source'].get('type'),
-                       'reachable': status['source'].get('reachable')},
-            'networks': {n['name']: {'quantumId': n['quantumId'],
-                                     'served': n['served'],
-                                     'reason': n['reason'],
-                                     'dhcp_ips': n['dhcp_ips'],
-                                     'hosts': n['hosts']}
-                         for n in status['networks']}}
+        status = client.call(conf.run_dir, 'status', timeout=5)
+        networks = status['networks']
+        return {'agent': 'running', 'host': status['host'],
+                'source': {'type': status['source'].get('type'),
+                           'reachable': status['source'].get('reachable')},
+                'networks': {n['name']: {'quantumId': n['quantumId'],
+                                         'served': n['served'],
+                                         'reason': n['reason'],
+                                         'dhcp_ips': n['dhcp_ips'],
+                                         'hosts': n['hosts']}
+                             for n in networks}}
+    except client.ControlError as e:
+        error = str(e)
+    except (TypeError, KeyError, AttributeError) as e:
+        error = 'the agent answered an unexpected status: %r' % e
+    return {'agent': 'not answering' if listed else 'stopped',
+            'error': error if listed else None,
+            'networks': {n.name: {'quantumId': n.quantum_id,
+                                  'served': False, 'reason': error}
+                         for n in listed}}
 
 
 def after_network_setup():
-    """Bridges may have come or gone: ask the agent to reconcile now."""
+    """Bridges may have come or gone: ask the agent to reconcile now. Runs
+    inside supervdsmd's setupNetworks, which it must never fail."""
+    conf = settings.load()
     try:
-        conf = config.load()
         if not networks_file.read(conf.networks_file):
             return OK
-        control.call(conf, 'sync', timeout=5)
-    except control.ControlError as e:
-        log('after_network_setup: agent not told to resync: %s' % e)
-        return FAILED
-    except (cfg.Error, errors.VdsmDhcpError) as e:
-        log('after_network_setup: %s' % e)
-        return FAILED
+        client.call(conf.run_dir, 'sync', timeout=5)
+    except Exception as e:
+        log('after_network_setup: the agent was not told to resync: %s' % e)
     return OK
 
 
@@ -201,8 +240,15 @@ HOOKS = {
 
 
 def main(hook_point):
+    hook = HOOKS.get(hook_point)
+    if hook is None:
+        log('installed under an unknown hook point %r: doing nothing'
+            % hook_point)
+        return OK
     try:
-        return HOOKS[hook_point]()
-    except Exception as e:   # a hook bug must not break VDSM's operation
-        log('%s hook failed: %s' % (hook_point, e))
-        return FAILED
+        return hook()
+    except BaseException as e:   # a bug of ours must not fail VDSM's operation
+        if isinstance(e, SystemExit) and e.code in (None, OK):
+            return OK
+        log('%s: internal error, carrying on: %r' % (hook_point, e))
+        return OK

@@ -4,17 +4,23 @@
                                            MAC and IPs of the DHCP port
 
 A driver has plug(quantum_id, InterfacePlan), unplug(quantum_id), ours()
-and remove(namespace, host_if). This module holds what every driver and
-every program shares (options, names); the veth driver itself (pyroute2)
-is loaded only by the agent, so that the CLI and the hooks start fast.
+and remove(namespace, host_if). What a driver creates carries our mark,
+and ours() returns only what does: a host may also run Neutron's own DHCP
+agent, whose qdhcp-* namespaces are not ours to remove. This module holds
+what every driver and every program shares (options, names); the veth
+driver itself (pyroute2) is loaded only by the agent, so that the CLI and
+the hooks start fast.
 """
 import importlib
+import os
 
 from oslo_config import cfg
 
 NS_PREFIX = 'qdhcp-'
 HOST_PREFIX = 'vdh'
 NS_IF_PREFIX = 'vdn'
+# ifalias of the host veth ends we create, followed by the network id
+DEVICE_MARK = 'vdsm-dhcp:'
 
 DRIVERS = {'veth': 'vdsm_dhcp.veth:VethDriver'}
 
@@ -35,6 +41,12 @@ def device_names(quantum_id):
     return HOST_PREFIX + short, NS_IF_PREFIX + short
 
 
+def mark_dir(conf):
+    """Where a driver marks the namespaces it created (one empty file per
+    namespace; a namespace itself cannot carry a label)."""
+    return os.path.join(conf.state_dir, '.netns')
+
+
 def load_driver(conf):
     module, _, cls = DRIVERS[conf.interface.driver].partition(':')
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)(mark_dir(conf))

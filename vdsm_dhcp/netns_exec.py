@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
@@ -20,6 +21,10 @@ def netns_preexec(namespace):
     def enter():
         if _setns(fd, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), 'setns ' + namespace)
+        # the signal mask survives exec: a child forked by a thread that
+        # still blocks the agent's signals (see agent.py) would ignore
+        # SIGHUP and SIGTERM for life
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:
         yield enter
     finally:

@@ -12,8 +12,7 @@ import fcntl
 import json
 import os
 import time
-import uuid
-from dataclasses import dataclass
+from collections import namedtuple
 
 from vdsm_dhcp import errors
 from vdsm_dhcp.fileutil import atomic_write
@@ -23,10 +22,11 @@ MAX_NAME_LEN = 15  # IFNAMSIZ - 1: the bridge carries the network's name
 FORBIDDEN_NAME_CHARS = ':./'
 
 
-@dataclass(frozen=True, order=True)
-class Network:
-    name: str
-    quantum_id: str
+class Network(namedtuple('Network', 'name quantum_id')):
+    """A listed network: immutable, ordered by name (a namedtuple rather
+    than a dataclass: the VM hooks import this module, each a new
+    process)."""
+    __slots__ = ()
 
     def to_json(self):
         return {'name': self.name, 'quantumId': self.quantum_id}
@@ -65,21 +65,38 @@ def validate_name(name, where):
     return name
 
 
+_HEX = frozenset('0123456789abcdef')
+
+
+def _canonical_uuid(value):
+    """value in lower case if it is a UUID spelled 8-4-4-4-12, else None
+    (checked by hand: the uuid module imports `platform`, ~20 ms of every
+    VM hook's start)."""
+    lower = value.lower()
+    if len(lower) != 36 or any(lower[i] != '-' for i in (8, 13, 18, 23)):
+        return None
+    if not set(lower.replace('-', '')) <= _HEX:
+        return None
+    return lower
+
+
 def validate_uuid(value, where):
     if not isinstance(value, str):
         raise errors.BadParams('%s: "quantumId" must be a string, not %s'
                                % (where, type(value).__name__))
+    canonical = _canonical_uuid(value)
+    if canonical is not None:
+        return canonical
+    # uuid.UUID accepts braces, "urn:uuid:" and bare hex: take only the
+    # canonical 36-character spelling (any case) to keep ids unambiguous.
+    import uuid
     try:
-        parsed = uuid.UUID(value)
+        uuid.UUID(value)
     except ValueError:
         raise errors.BadParams('%s: quantumId %r is not a UUID'
                                % (where, value)) from None
-    # uuid.UUID accepts braces, "urn:uuid:" and bare hex: take only the
-    # canonical 36-character spelling (any case) to keep ids unambiguous.
-    if len(value) != 36 or str(parsed) != value.lower():
-        raise errors.BadParams('%s: quantumId %r is not a UUID in canonical '
-                               'form (8-4-4-4-12 hex digits)' % (where, value))
-    return str(parsed)
+    raise errors.BadParams('%s: quantumId %r is not a UUID in canonical '
+                           'form (8-4-4-4-12 hex digits)' % (where, value))
 
 
 def parse_networks(networks):
@@ -136,6 +153,9 @@ def read(path):
                                        % (path, e.strerror)) from None
     try:
         doc = json.loads(raw)
+    except RecursionError:
+        raise errors.NetworksFileError('networks file %s is nested too '
+                                       'deeply' % path) from None
     except ValueError as e:
         raise errors.NetworksFileError('networks file %s is not valid JSON: '
                                        '%s' % (path, e)) from None

@@ -5,8 +5,8 @@ import itertools
 def list_opts(sample=True):
     """oslo-config-generator's entry point; config.load passes
     sample=False."""
-    from vdsm_dhcp import (agent, config, control, dnsmasq, hooks, interface,
-                           neutron, source)
+    from vdsm_dhcp import (agent, config, control, dnsmasq, interface,
+                           metrics, neutron, source)
     return [
         ('DEFAULT', list(itertools.chain(config.common_opts,
                                          source.source_opts,
@@ -15,6 +15,7 @@ def list_opts(sample=True):
         ('file', list(source.file_opts)),
         ('dnsmasq', list(dnsmasq.dnsmasq_opts)),
         ('interface', list(interface.interface_opts)),
-        ('hooks', list(hooks.hooks_opts)),
+        ('hooks', list(config.hooks_opts)),
+        (metrics.GROUP, list(metrics.metrics_opts)),
         (neutron.GROUP, neutron.list_opts(sample)),
     ]

@@ -11,6 +11,7 @@ A source is anything with this interface; the agent knows nothing else:
 The `file` source is the embedded default; the Neutron API source plugs in
 through make_source().
 """
+import itertools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from oslo_config import cfg
 
 from vdsm_dhcp.desired import Snapshot
 from vdsm_dhcp.inotify import DirWatch
+from vdsm_dhcp.untrusted import show
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,17 @@ class FileSource:
                 doc = json.load(f)
         except (OSError, ValueError) as e:
             raise SourceError('IPAM file %s: %s' % (self.path, e)) from None
+        except RecursionError:
+            # the parser recurses per level: a hostile depth ends here,
+            # as a bad document, not as the agent's end
+            raise SourceError('IPAM file %s: nested too deeply to be an '
+                              'IPAM document' % self.path) from None
         if not isinstance(doc, dict) or not all(
                 isinstance(doc.get(k, []), list)
                 for k in ('networks', 'subnets', 'ports')):
             raise SourceError('IPAM file %s: expected {"networks": [...], '
-                              '"subnets": [...], "ports": [...]}' % self.path)
+                              '"subnets": [...], "ports": [...]}, not %s'
+                              % (self.path, _shape(doc)))
         self._snapshot = Snapshot.from_lists(doc.get('networks', []),
                                              doc.get('subnets', []),
                                              doc.get('ports', []))
@@ -103,7 +111,8 @@ class FileSource:
         ids = set(network_ids)
         return Snapshot({k: v for k, v in snap.networks.items() if k in ids},
                         {k: v for k, v in snap.subnets.items() if k in ids},
-                        {k: v for k, v in snap.ports.items() if k in ids})
+                        {k: v for k, v in snap.ports.items() if k in ids},
+                        {k: v for k, v in snap.notes.items() if k in ids})
 
     def release(self, network_id):
         pass   # a file owns nothing on our behalf
@@ -112,6 +121,19 @@ class FileSource:
         return {'type': 'file', 'path': self.path,
                 'reachable': self._error is None, 'error': self._error,
                 'loaded_at': self._loaded_at}
+
+
+JSON_TYPES = {dict: 'object', list: 'array', str: 'string', int: 'number',
+              float: 'number', bool: 'boolean', type(None): 'null'}
+
+
+def _shape(doc):
+    """What the top level of a document is, without its content."""
+    if not isinstance(doc, dict):
+        return 'a JSON %s' % JSON_TYPES.get(type(doc), '?')
+    return '{%s}' % ', '.join(
+        '%s: %s' % (show(k), JSON_TYPES.get(type(v), '?'))
+        for k, v in itertools.islice(doc.items(), 6))
 
 
 def make_source(conf):
