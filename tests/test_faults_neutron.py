@@ -123,6 +123,29 @@ def test_poll_thread_outlives_every_bad_reply(fake_neutron, tmp_path):
         src.stop()
 
 
+def test_a_released_network_gets_no_new_dhcp_port(fake_neutron, tmp_path):
+    """A poll round that starts after release() (the agent dropped the
+    network, or is tearing everything down) must not make the network's
+    DHCP port again: found under load, when the poll thread's round took
+    the list of wanted networks from before the release."""
+    nets = two_networks(fake_neutron)
+    src, _ = _source(tmp_path, fake_neutron)
+    red, blue = nets['red'][0]['id'], nets['blue'][0]['id']
+    src.snapshot([red, blue])
+
+    def ours(network_id):
+        return [p for p in list(fake_neutron.data['ports'].values())
+                if p['network_id'] == network_id and
+                p.get('device_owner') == 'network:dhcp']
+    assert len(ours(blue)) == 1
+    src.release(blue)
+    assert ours(blue) == []
+    src._poll_round()            # what the poll thread does next
+    assert ours(blue) == [] and len(ours(red)) == 1
+    faultlog.record('Neutron source: a poll round right after a network '
+                    'was released', 1, 'no DHCP port made again', 0)
+
+
 def test_restored_database_revisions_go_backwards(fake_neutron, tmp_path):
     """A poll or a fetch is Neutron's current state, whatever the revision;
     a notification older than what we hold is still dropped."""

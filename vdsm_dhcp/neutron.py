@@ -409,8 +409,11 @@ class NeutronSource:
                                    if k in self.wanted}}
 
     def release(self, network_id):
-        """The network is no longer served here: give back our DHCP port."""
+        """The network is no longer served here: give back our DHCP port.
+        It leaves `wanted` at once, under the sync lock: a poll round that
+        ran on the old set would otherwise make the port again."""
         with self._syncing:
+            self.wanted = self.wanted - {network_id}
             self._release(network_id)
 
     def _release(self, network_id):
