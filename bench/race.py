@@ -69,7 +69,7 @@ def main():
         empty = sorted(run_hook(host, 'before_vm_start',
                                 xml=DOMXML % (NIC % (mac(1), 'other'))).elapsed
                        * 1000 for _ in range(20))
-        from vdsm_dhcp import control
+        from vdsm_dhcp.agent import control
         t = []
         for _ in range(50):
             start = time.monotonic()

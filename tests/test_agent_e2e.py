@@ -208,7 +208,7 @@ def test_hostile_ipam_data_skips_only_the_bad_ports(host, lab):
 
 def test_stale_namespaces_and_devices_removed_at_start(host, lab):
     from pyroute2 import IPRoute, netns
-    from vdsm_dhcp.interface import device_names
+    from vdsm_dhcp.host.interface import device_names
     net, sub, (port,) = one_network(host, lab)
     host.networks(('red', net['id']))
     agent = host.agent()
@@ -216,7 +216,7 @@ def test_stale_namespaces_and_devices_removed_at_start(host, lab):
     agent.kill()                      # leaves namespace + dnsmasq running
     # a stray veth of ours (our mark) with no namespace, and an unrelated
     # device
-    from vdsm_dhcp.interface import DEVICE_MARK
+    from vdsm_dhcp.host.interface import DEVICE_MARK
     stray_id = rig.new_id()
     stray = device_names(stray_id)[0]
     with IPRoute() as ipr:

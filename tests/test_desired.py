@@ -4,9 +4,12 @@ import threading
 
 import pytest
 
-from vdsm_dhcp import config, dnsmasq
-from vdsm_dhcp.desired import Snapshot, compute
-from vdsm_dhcp.networks_file import Network
+from vdsm_dhcp import options
+from vdsm_dhcp.dnsmasq import process as dnsmasq
+from vdsm_dhcp.dnsmasq import conf as dnsmasq_conf
+from vdsm_dhcp.model import Snapshot
+from vdsm_dhcp.agent.desired import compute
+from vdsm_dhcp.setdhcp.networks_file import Network
 
 NET = '11111111-2222-4333-8444-555555555555'
 SUB4 = 'aaaaaaaa-0000-4000-8000-000000000004'
@@ -174,13 +177,13 @@ def conf(tmp_path):
     path = tmp_path / 'c.conf'
     path.write_text('[DEFAULT]\nstate_dir = /var/lib/x\n[dnsmasq]\n'
                     'group = nogroup\n')
-    return config.load(str(path))
+    return options.load(str(path))
 
 
 def test_dnsmasq_command_line_and_opts(conf):
     plan = plan_of(snapshot(v6_mode='dhcpv6-stateful'))
-    files = dnsmasq.Files(conf.state_dir, NET)
-    argv = dnsmasq.command_line(conf, plan, files, 'vdn1111111122')
+    files = dnsmasq_conf.Files(conf.state_dir, NET)
+    argv = dnsmasq_conf.command_line(conf, plan, files, 'vdn1111111122')
     assert argv[0] == 'dnsmasq'
     for arg in ('--port=0', '--bind-interfaces', '--interface=vdn1111111122',
                 '--user=nobody', '--group=nogroup', '--no-resolv',
@@ -193,7 +196,7 @@ def test_dnsmasq_command_line_and_opts(conf):
         assert arg in argv
     # several hosts serve one network: none may NAK the others' clients
     assert not any('authoritative' in a for a in argv)
-    opts = dnsmasq.opts_content(plan).splitlines()
+    opts = dnsmasq_conf.opts_content(plan).splitlines()
     tag4, tag6 = 'tag:subnet-' + SUB4, 'tag:subnet-' + SUB6
     assert opts == [
         tag4 + ',option:router,10.0.0.1',
@@ -215,13 +218,13 @@ def test_ports_of_unlisted_networks_never_reach_a_plan():
 
 def _entries(hostsdir):
     return {p: text for p, (_, text) in
-            dnsmasq.read_hostsdir(hostsdir).items()}
+            dnsmasq_conf.read_hostsdir(hostsdir).items()}
 
 
 def test_hostsdir_sync_one_file_per_port_batches_and_reloads(tmp_path):
     path = tmp_path / 'c.conf'
     path.write_text('[DEFAULT]\nstate_dir = %s\n' % tmp_path)
-    dm = dnsmasq.Dnsmasq(config.load(str(path)), NET)
+    dm = dnsmasq.Dnsmasq(options.load(str(path)), NET)
     dm.files.create()
     hosts = {'p%d' % i: 'fa:16:3e:00:00:%02x,10.0.0.%d,h%d\n' % (i, i, i)
              for i in range(1, 6)}
@@ -249,7 +252,7 @@ def test_hostsdir_sync_one_file_per_port_batches_and_reloads(tmp_path):
     assert sorted(macs) == sorted(set(macs)) and len(macs) == 5
     # a fresh object (an agent restart) reads back the same state
     dm2 = dnsmasq.Dnsmasq(dm.conf, NET)
-    dm2.written = dnsmasq.read_hostsdir(dm.files.hosts)
+    dm2.written = dnsmasq_conf.read_hostsdir(dm.files.hosts)
     assert dm2.sync_hosts(dict(hosts)) is False
     assert not list((tmp_path / NET / 'tmp').iterdir())
 
@@ -283,7 +286,7 @@ def test_memo_gives_the_same_plans_and_never_stale_ones():
 
 
 def test_load_tracker_believes_only_dnsmasqs_own_reads(tmp_path, monkeypatch):
-    from vdsm_dhcp import readiness
+    from vdsm_dhcp.dnsmasq import readiness
     log = tmp_path / 'dnsmasq.log'
     hosts = '/state/x/hosts'
     log.write_text('Nov 1 dnsmasq-dhcp[1]: read %s/p1\n' % hosts)  # old
@@ -360,18 +363,20 @@ def test_our_dhcp_port_malformed_is_not_served_with_reason():
 
 
 def test_rendered_lines_refuse_what_validation_should_have_stopped(conf):
-    from vdsm_dhcp.desired import RenderError, SubnetPlan, host_line
+    from vdsm_dhcp.dnsmasq.conf import RenderError, host_line
+    from vdsm_dhcp.model import SubnetPlan
     import ipaddress
     bad = SubnetPlan(id=SUB4, cidr='10.0.0.0/24', ip_version=4,
                      gateway='10.0.0.1\ndhcp-range=0.0.0.0')
     plan = plan_of(snapshot())
     plan.subnets = (bad,)
-    with pytest.raises(dnsmasq.DnsmasqError):
-        dnsmasq.opts_content(plan)
+    with pytest.raises(dnsmasq_conf.DnsmasqError):
+        dnsmasq_conf.opts_content(plan)
     plan.subnets = (SubnetPlan(id=SUB4 + ',x', cidr='10.0.0.0/24',
                                ip_version=4),)
-    with pytest.raises(dnsmasq.DnsmasqError):
-        dnsmasq.command_line(conf, plan, dnsmasq.Files('/x', NET), 'vdn0')
+    with pytest.raises(dnsmasq_conf.DnsmasqError):
+        dnsmasq_conf.command_line(conf, plan, dnsmasq_conf.Files('/x', NET),
+                                  'vdn0')
     ip = ipaddress.ip_address('10.0.0.5')
     for name in ('a\nb', 'a,b', '10.0.0.9', 'ignore', '600'):
         with pytest.raises(RenderError):
@@ -399,7 +404,7 @@ def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
         tmp_path):
     path = tmp_path / 'c.conf'
     path.write_text('[DEFAULT]\nstate_dir = %s\n' % tmp_path)
-    dm = dnsmasq.Dnsmasq(config.load(str(path)), NET)
+    dm = dnsmasq.Dnsmasq(options.load(str(path)), NET)
     dm.files.create()
     hosts = tmp_path / NET / 'hosts'
     line = 'fa:16:3e:00:00:0%d,10.0.0.%d,h%d\n'
@@ -414,7 +419,7 @@ def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
     (hosts / 'link').symlink_to('/etc/passwd')
     result = []
     reader = threading.Thread(target=lambda: result.append(
-        dnsmasq.read_hostsdir(str(hosts))), daemon=True)
+        dnsmasq_conf.read_hostsdir(str(hosts))), daemon=True)
     reader.start()
     reader.join(30)
     if reader.is_alive():          # blocked opening the FIFO: release it
@@ -423,11 +428,11 @@ def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
     entries = result[0]
     assert entries['p2'] == ('batch-000000000001', line % (2, 2, 2))
     assert entries['p3'][0] == 'batch-000000000001'
-    stale = {k for k in entries if k.startswith(dnsmasq.STALE_KEY)}
-    assert stale == {dnsmasq.STALE_KEY + n for n in (
+    stale = {k for k in entries if k.startswith(dnsmasq_conf.STALE_KEY)}
+    assert stale == {dnsmasq_conf.STALE_KEY + n for n in (
         'batch-000000000001', 'batch-000000000002', 'batch-000000000003')}
-    assert dnsmasq.read_hostsdir(str(tmp_path / 'missing')) == {}
-    assert dnsmasq.read_hostsdir(str(hosts / 'p1')) == {}   # not a dir
+    assert dnsmasq_conf.read_hostsdir(str(tmp_path / 'missing')) == {}
+    assert dnsmasq_conf.read_hostsdir(str(hosts / 'p1')) == {}   # not a dir
     # an agent restart: the next sync leaves exactly the wanted entries
     dm.written = entries
     wanted = {p: line % (i, i, i) for i, p in ((1, 'p1'), (2, 'p2'),
@@ -438,13 +443,13 @@ def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
     lines = sorted(t for t in text.splitlines() if not t.startswith('#'))
     assert lines == sorted(v.strip() for v in wanted.values())
     assert {k: v for k, (_, v) in
-            dnsmasq.read_hostsdir(str(hosts)).items()} == wanted
+            dnsmasq_conf.read_hostsdir(str(hosts)).items()} == wanted
 
 
 def test_seeding_leases_never_raises_on_what_it_reads(tmp_path):
     path = tmp_path / 'c.conf'
     path.write_text('[DEFAULT]\nstate_dir = %s\n' % tmp_path)
-    dm = dnsmasq.Dnsmasq(config.load(str(path)), NET)
+    dm = dnsmasq.Dnsmasq(options.load(str(path)), NET)
     dm.files.create()
     (tmp_path / NET / 'leases').write_bytes(b'\xff\xfe\x00 junk\nduid x\n')
     dm.seed_leases({'p1': 'fa:16:3e:00:00:10,10.0.0.10,vm\n'
@@ -472,7 +477,7 @@ def test_the_longest_valid_subnet_still_renders_within_dnsmasq_limits(conf):
     snap.ports[NET][0]['fixed_ips'][0]['ip_address'] = '10.0.0.2'
     plan = plan_of(snap)
     assert plan.served and len(plan.subnets) == 2, plan.problems
-    lines = dnsmasq.opts_content(plan).splitlines()
+    lines = dnsmasq_conf.opts_content(plan).splitlines()
     assert max(len(line) for line in lines) < 1000
     routes = next(line for line in lines if ',249,' in line)
     assert len(routes.split(',')) == 2 + 2 * 25

@@ -18,27 +18,31 @@ from pyroute2 import IPRoute, netns
 from tests import faultlog, rig
 from tests.rig import mac, wait_for
 from tests.test_agent_e2e import one_network
-from vdsm_dhcp import agent as agent_mod
-from vdsm_dhcp import config, control, dnsmasq, verb
-from vdsm_dhcp.interface import device_names
+from vdsm_dhcp.agent import service as agent_mod
+from vdsm_dhcp import options
+from vdsm_dhcp.agent import control
+from vdsm_dhcp.dnsmasq import conf as dnsmasq_conf
+from vdsm_dhcp.dnsmasq import pids
+from vdsm_dhcp.setdhcp import verb
+from vdsm_dhcp.host.interface import device_names
 
 
 def configure(host, **extra):
     """Rewrite the host's config with extra options (same paths)."""
     rig.write_conf(host.conf_path, host.base, host=host.conf.host, **extra)
-    host.conf = config.load(host.conf_path)
+    host.conf = options.load(host.conf_path)
 
 
 def files_of(host, qid):
-    return dnsmasq.Files(host.conf.state_dir, qid)
+    return dnsmasq_conf.Files(host.conf.state_dir, qid)
 
 
 def dnsmasq_pid(host, qid):
     """The running dnsmasq of this network, checked by its command line."""
     files = files_of(host, qid)
-    pid = dnsmasq.read_pid(files)
-    argv = dnsmasq.proc_cmdline(pid) if pid else None
-    if argv and '--pid-file=' + files.pid in argv and dnsmasq.pid_alive(pid):
+    pid = pids.read_pid(files)
+    argv = pids.proc_cmdline(pid) if pid else None
+    if argv and '--pid-file=' + files.pid in argv and pids.pid_alive(pid):
         return pid
     return None
 
@@ -56,13 +60,13 @@ def network_status(host, name):
 
 
 def gone(pid):
-    return not dnsmasq.pid_alive(pid)
+    return not pids.pid_alive(pid)
 
 
 # -- 10.1: two quick setDHCP calls; SIGTERM during start-up -------------------
 @pytest.fixture
 def unit_host(host, systemd_manager):
-    from vdsm_dhcp.systemd import Systemd
+    from vdsm_dhcp.setdhcp.systemd import Systemd
     host.systemd = Systemd()
     return host
 
@@ -115,7 +119,7 @@ def sigterm_blocked(pid):
     loaded until its handlers are in place). Checked after the exec (the
     command line is the agent's): between fork and exec, subprocess blocks
     every signal of the child."""
-    argv = dnsmasq.proc_cmdline(pid) or []
+    argv = pids.proc_cmdline(pid) or []
     if not any(a.endswith('vdsm-dhcp-agent') for a in argv):
         return False
     try:
@@ -294,7 +298,7 @@ def test_second_agent_exits_and_leaves_the_first_ones_socket(host, lab):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == agent_mod.EXIT_ALREADY_RUNNING, r.stderr
     assert first.network('red')['served']
-    from vdsm_dhcp import systemd
+    from vdsm_dhcp.setdhcp import systemd
     assert systemd.EXIT_ALREADY_RUNNING == agent_mod.EXIT_ALREADY_RUNNING
     faultlog.record('a second agent (and a --cleanup) started beside a '
                     'running one', 2, 'each exited with status 3 and a clear '
@@ -599,8 +603,8 @@ def test_plug_checks_what_exists_and_writes_nothing_when_right(lab, tmp_path):
     """The veth driver in process: a second plug with everything in place
     touches no netlink; a deleted veth, a re-created bridge or a missing
     namespace is seen (sysfs, by ifindex) and repaired."""
-    from vdsm_dhcp.desired import InterfacePlan, namespace_name
-    from vdsm_dhcp.veth import VethDriver
+    from vdsm_dhcp.model import InterfacePlan, namespace_name
+    from vdsm_dhcp.host.veth import VethDriver
     lab.bridge('drift0')
     qid = rig.new_id()
     driver = VethDriver(str(tmp_path / 'marks'))

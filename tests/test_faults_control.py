@@ -23,7 +23,10 @@ from tests import faultlog, rig
 from tests.rig import mac, wait_for
 from tests.test_agent_e2e import one_network
 from tests.vdsm_hooks import ensure_vdsm_user
-from vdsm_dhcp import config, control, leasefile, readiness
+from vdsm_dhcp import options
+from vdsm_dhcp.agent import control
+from vdsm_dhcp.dnsmasq import leasefile
+from vdsm_dhcp.dnsmasq import readiness
 
 NOBODY = 65534
 ABUSER = 12345           # a uid of the hooks' group that is not vdsm
@@ -135,16 +138,16 @@ print(json.dumps(stats), flush=True)
 def ctl_host(make_host, lab):
     """A host whose control group is kvm (as on VDSM hosts), with a small
     per-user cap and short deadlines, so the tests exceed and outlast
-    them; make(**options) overrides."""
-    def make(**options):
+    them; make(**overrides) overrides."""
+    def make(**overrides):
         host = make_host()
         host.hook_uid, host.hook_gid = ensure_vdsm_user()
         settings = dict(control_group='kvm', control_clients_per_uid=CAP,
                         control_read_timeout=2, control_send_timeout=2,
                         wait_max=5)
-        settings.update(options)
+        settings.update(overrides)
         rig.write_conf(host.conf_path, host.base, host='host-a', **settings)
-        host.conf = config.load(host.conf_path)
+        host.conf = options.load(host.conf_path)
         host.path = control.socket_path(host.conf)
         return host
     return make

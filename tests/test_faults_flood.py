@@ -15,7 +15,8 @@ import time
 from bench.flood import Flood
 from tests import faultlog, rig
 from tests.rig import mac, wait_for
-from vdsm_dhcp import client, readiness
+from vdsm_dhcp import client
+from vdsm_dhcp.dnsmasq import readiness
 
 # A stand-in for dnsmasq's logging, as its log.c does it: the file held
 # open above fd 2 with O_APPEND, reopened by name on SIGUSR2; `read` lines
@@ -134,8 +135,8 @@ def one_network(host, lab, ports=1, **conf):
     with `conf` (e.g. dnsmasq__log_max_bytes)."""
     if conf:
         rig.write_conf(host.conf_path, host.base, **conf)
-        from vdsm_dhcp import config
-        host.conf = config.load(host.conf_path)
+        from vdsm_dhcp import options
+        host.conf = options.load(host.conf_path)
     ipam = host.ipam
     net = ipam.network()
     sub = ipam.subnet(net, '10.40.0.0/24', gateway='10.40.0.1')
@@ -298,7 +299,8 @@ def test_without_nft_the_limit_is_missing_not_the_service(tmp_path, lab,
     """No nftables program: a warning, no exception (dnsmasq still
     starts); with it, the ruleset is in the namespace."""
     from pyroute2 import netns
-    from vdsm_dhcp import config, dnsmasq
+    from vdsm_dhcp import options
+    from vdsm_dhcp.dnsmasq import netfilter
     ns = 'vm-%s-nft' % lab.tag
     netns.create(ns)
     lab.namespaces.append(ns)
@@ -307,19 +309,19 @@ def test_without_nft_the_limit_is_missing_not_the_service(tmp_path, lab,
     path = tmp_path / 'c.conf'
     path.write_text('[DEFAULT]\nstate_dir = %s\n[dnsmasq]\nnft = %s\n'
                     % (tmp_path, tmp_path / 'no-such-nft'))
-    conf = config.load(str(path))
-    assert dnsmasq.limit_clients(conf, ns, 'vdn0') is False
+    conf = options.load(str(path))
+    assert netfilter.limit_clients(conf, ns, 'vdn0') is False
     assert 'no per-client DHCP rate limit on vdn0' in caplog.text
     path.write_text('[DEFAULT]\nstate_dir = %s\n' % tmp_path)
-    conf = config.load(str(path))
-    assert dnsmasq.limit_clients(conf, ns, 'vdn0') is True
-    assert dnsmasq.limit_clients(conf, ns, 'vdn0') is True   # idempotent
+    conf = options.load(str(path))
+    assert netfilter.limit_clients(conf, ns, 'vdn0') is True
+    assert netfilter.limit_clients(conf, ns, 'vdn0') is True   # idempotent
     rules = in_ns(ns, ['nft', 'list', 'ruleset'], capture_output=True,
                   text=True).stdout
     assert 'limit rate over 50/second' in rules and '"vdn0"' in rules
     path.write_text('[DEFAULT]\nstate_dir = %s\n[dnsmasq]\nclient_rate = 0\n'
                     % tmp_path)
-    assert dnsmasq.limit_clients(config.load(str(path)), ns, 'vdn0')
+    assert netfilter.limit_clients(options.load(str(path)), ns, 'vdn0')
     assert 'vdsm_dhcp' not in in_ns(ns, ['nft', 'list', 'ruleset'],
                                     capture_output=True, text=True).stdout
 

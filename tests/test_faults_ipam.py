@@ -20,9 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import faultlog
-from vdsm_dhcp import config, desired, dnsmasq
-from vdsm_dhcp.networks_file import Network
-from vdsm_dhcp.source import FileSource, SourceError
+from vdsm_dhcp import options
+from vdsm_dhcp.agent import desired
+from vdsm_dhcp import model
+from vdsm_dhcp.sources import validate
+from vdsm_dhcp.dnsmasq import conf as dnsmasq_conf
+from vdsm_dhcp.setdhcp.networks_file import Network
+from vdsm_dhcp.sources.file import FileSource
+from vdsm_dhcp.sources.base import SourceError
 
 NET = '11111111-2222-4333-8444-555555555555'
 SUB4 = 'aaaaaaaa-0000-4000-8000-000000000004'
@@ -287,7 +292,7 @@ def hostile_document(rnd, anything=False, changes=None):
 
 def check_host_line(line):
     mac, addr, name = line.split(',')          # exactly three fields
-    assert desired.normalize_mac(mac) == mac
+    assert validate.normalize_mac(mac) == mac
     if addr.startswith('['):
         assert addr.endswith(']')
         ip = ipaddress.IPv6Address(addr[1:-1])
@@ -345,7 +350,7 @@ def check_plan(plan, conf, other_dhcp=True):
         return
     seen_macs, seen_ips = set(), set()
     for port_id, content in plan.hosts.items():
-        assert desired.SAFE_ID.fullmatch(port_id)
+        assert model.SAFE_ID.fullmatch(port_id)
         assert not port_id.startswith('batch-')
         assert content.endswith('\n')
         for line in content[:-1].split('\n'):
@@ -364,10 +369,10 @@ def check_plan(plan, conf, other_dhcp=True):
         assert not seen_ips & {'10.0.0.3', '2001:db8::3'}
     for mac, why in plan.skipped.items():
         assert mac not in plan.macs and why.isprintable()
-    for line in dnsmasq.opts_content(plan).splitlines():
+    for line in dnsmasq_conf.opts_content(plan).splitlines():
         check_opts_line(line, plan.subnets)
-    files = dnsmasq.Files(conf.state_dir, plan.quantum_id)
-    for arg in dnsmasq.command_line(conf, plan, files, 'vdn0'):
+    files = dnsmasq_conf.Files(conf.state_dir, plan.quantum_id)
+    for arg in dnsmasq_conf.command_line(conf, plan, files, 'vdn0'):
         assert arg.isprintable() and '\n' not in arg
 
 
@@ -376,11 +381,11 @@ def conf(tmp_path_factory):
     path = tmp_path_factory.mktemp('conf') / 'c.conf'
     path.write_text('[DEFAULT]\nstate_dir = /var/lib/x\n[dnsmasq]\n'
                     'group = nogroup\n')
-    return config.load(str(path))
+    return options.load(str(path))
 
 
 def plans_of(doc, memo=None):
-    snap = desired.Snapshot.from_lists(doc['networks'], doc['subnets'],
+    snap = model.Snapshot.from_lists(doc['networks'], doc['subnets'],
                                        doc['ports'])
     return desired.compute([Network('red', NET)], snap, {'red'}, HOST, memo)
 
@@ -452,7 +457,7 @@ def test_unforeseen_error_in_one_network_is_not_served_logged_once(
         monkeypatch, caplog):
     other = '99999999-2222-4333-8444-555555555555'
     doc = base_document()
-    snap = desired.Snapshot.from_lists(doc['networks'] + [dict(
+    snap = model.Snapshot.from_lists(doc['networks'] + [dict(
         doc['networks'][0], id=other)], doc['subnets'], doc['ports'])
     real = desired.plan_network
 
@@ -678,7 +683,7 @@ def test_agent_serves_the_good_vm_through_hostile_documents(host, lab):
     dnsmasq keeps its pid and, re-reading all our files from scratch
     after every document, never complains of a line."""
     from tests.rig import wait_for
-    from vdsm_dhcp import control
+    from vdsm_dhcp.agent import control
     from vdsm_dhcp.fileutil import atomic_write
     lab.bridge('red')
 
@@ -697,7 +702,7 @@ def test_agent_serves_the_good_vm_through_hostile_documents(host, lab):
     vm = lab.vm('red', good_mac)     # good-0 (IPv4 here: udhcpc)
     lease = vm.dhcp()
     assert lease and lease['ip'] == '10.0.0.10', agent.log()
-    files = dnsmasq.Files(host.conf.state_dir, NET)
+    files = dnsmasq_conf.Files(host.conf.state_dir, NET)
     rounds = 0
     for document, applied in _nastiest(random.Random(1010)):
         try:

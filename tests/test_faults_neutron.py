@@ -18,8 +18,9 @@ from tests.fake_openstack import Fault, FakeNeutron
 from tests.neutron_server import free_port
 from tests.rig import wait_for
 from tests.test_neutron import neutron_host, neutron_network  # noqa: F401
-from vdsm_dhcp import config
-from vdsm_dhcp.neutron import NeutronClient, NeutronError, NeutronSource
+from vdsm_dhcp import options
+from vdsm_dhcp.sources.neutron_client import NeutronClient, NeutronError
+from vdsm_dhcp.sources.neutron import NeutronSource
 
 DEEP = b'[' * 200000 + b']' * 200000
 
@@ -54,7 +55,7 @@ def source_conf(tmp_path, url, **extra):
     settings.update(extra)
     path = rig.write_conf(str(tmp_path / 'vdsm-dhcp.conf'), str(tmp_path),
                           **settings)
-    return config.load(path)
+    return options.load(path)
 
 
 def two_networks(fake, host='host-a', prefix='10.81'):
@@ -225,7 +226,7 @@ def fake_host(make_host, fake_neutron):
                         neutron__timeout=1)
         settings.update(extra)
         rig.write_conf(host.conf_path, host.base, host=name, **settings)
-        host.conf = config.load(host.conf_path)
+        host.conf = options.load(host.conf_path)
         return host
     return make
 

@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -12,7 +11,7 @@ from tests import rig
 from tests.vdsm_hooks import ensure_vdsm_user, install_hooks, run_hooks_dir
 from tests.rig import mac, wait_for
 from tests.test_agent_e2e import one_network
-from vdsm_dhcp import control
+from vdsm_dhcp.agent import control
 
 HOOKS = os.path.join(os.path.dirname(rig.HERE), 'hooks')
 NOBODY = 65534
@@ -58,8 +57,8 @@ def gate_host(make_host, lab, hookdir):
     host = make_host()
     rig.write_conf(host.conf_path, host.base, host='host-a',
                    control_group='kvm', hooks__wait_timeout=3)
-    from vdsm_dhcp import config
-    host.conf = config.load(host.conf_path)
+    from vdsm_dhcp import options
+    host.conf = options.load(host.conf_path)
     return host
 
 

@@ -27,8 +27,10 @@ DOMXML = '''<domain type='kvm'><name>vm1</name><devices>
 </devices></domain>'''
 NIC = '''<interface type='bridge'><mac address='%s'/><source bridge='%s'/>
 <model type='virtio'/></interface>'''
-LEAN = {'vdsm_dhcp', 'vdsm_dhcp.hooks', 'vdsm_dhcp.client',
-        'vdsm_dhcp.settings', 'vdsm_dhcp.networks_file', 'vdsm_dhcp.errors',
+# the packages' __init__ modules are docstrings only
+LEAN = {'vdsm_dhcp', 'vdsm_dhcp.front', 'vdsm_dhcp.front.hooks',
+        'vdsm_dhcp.client', 'vdsm_dhcp.settings', 'vdsm_dhcp.setdhcp',
+        'vdsm_dhcp.setdhcp.networks_file', 'vdsm_dhcp.errors',
         'vdsm_dhcp.fileutil'}
 
 
@@ -345,7 +347,7 @@ def test_hook_imports_only_the_standard_library_and_lean_modules(hookdir,
                                        '50_vdsm_dhcp')], env)
     finally:
         os.unlink(xml)
-    assert 'vdsm_dhcp.hooks' in loaded   # it ran the gate
+    assert 'vdsm_dhcp.front.hooks' in loaded   # it ran the gate
     assert loaded <= LEAN, loaded - LEAN
 
 
@@ -357,5 +359,5 @@ def test_query_commands_import_nothing_heavy(site, argv):
     listed(site, 'red')
     cli = os.path.join(rig.BIN, 'vdsm-dhcp')
     loaded = _loaded([cli] + argv, dict(os.environ, **site.env))
-    assert 'vdsm_dhcp.cli' in loaded
-    assert loaded <= LEAN | {'vdsm_dhcp.cli'}, loaded - LEAN
+    assert 'vdsm_dhcp.front.cli' in loaded
+    assert loaded <= LEAN | {'vdsm_dhcp.front.cli'}, loaded - LEAN

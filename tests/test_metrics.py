@@ -5,7 +5,9 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from vdsm_dhcp import control, metrics
+from vdsm_dhcp.agent import control
+from vdsm_dhcp.agent import metrics
+from vdsm_dhcp import options
 
 STATUS = {
     'source': {'type': 'file', 'reachable': True},
@@ -82,7 +84,7 @@ def test_names_follow_prometheus_conventions():
 def test_textfile_is_written_atomically(tmp_path):
     from oslo_config import cfg
     conf = cfg.ConfigOpts()
-    conf.register_opts(metrics.metrics_opts, group=metrics.GROUP)
+    conf.register_opts(options.metrics_opts, group=metrics.GROUP)
     path = tmp_path / 'vdsm_dhcp.prom'
     conf([], default_config_files=[])
     conf.set_override('textfile', str(path), group=metrics.GROUP)

@@ -16,8 +16,9 @@ import time
 import pytest
 from pyroute2 import IPRoute
 
-from vdsm_dhcp import config, control
-from vdsm_dhcp.netns_exec import netns_preexec
+from vdsm_dhcp import options
+from vdsm_dhcp.agent import control
+from vdsm_dhcp.host.netns_exec import netns_preexec
 from tests import rig
 from tests.rig import mac, wait_for
 
@@ -41,7 +42,7 @@ class RemoteHost:
         os.makedirs(base, mode=0o755, exist_ok=True)
         self.conf_path = rig.write_conf(os.path.join(base, 'vdsm-dhcp.conf'),
                                         base, host=name)
-        self.conf = config.load(self.conf_path)
+        self.conf = options.load(self.conf_path)
         self.ipam = rig.Ipam(self.conf.file.path)
         self.agent = rig.AgentProcess(self.conf_path, self.conf,
                                       os.path.join(base, 'agent.log'))

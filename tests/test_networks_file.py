@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from vdsm_dhcp import config, errors, networks_file, verb
-from vdsm_dhcp.networks_file import Network, parse_networks
+from vdsm_dhcp import options
+from vdsm_dhcp import errors
+from vdsm_dhcp.setdhcp import networks_file
+from vdsm_dhcp.setdhcp import verb
+from vdsm_dhcp.setdhcp.networks_file import Network, parse_networks
 
 RED = '3f2a9c1b-7e0d-4c55-9d6e-0123456789ab'
 BLUE = '9b1e4c2a-1111-4a2b-8c3d-abcdefabcdef'
@@ -24,7 +27,7 @@ def conf(tmp_path):
     path.write_text('[DEFAULT]\nnetworks_file = %s\nrun_dir = %s\n'
                     'set_lock_timeout = 1\n'
                     % (tmp_path / 'networks.json', tmp_path / 'run'))
-    return config.load(str(path))
+    return options.load(str(path))
 
 
 class NoSystemd:
@@ -171,8 +174,8 @@ def test_written_file_format_and_mode(tmp_path):
 
 WRITER = '''
 import sys
-from vdsm_dhcp import networks_file
-from vdsm_dhcp.networks_file import Network
+from vdsm_dhcp.setdhcp import networks_file
+from vdsm_dhcp.setdhcp.networks_file import Network
 lists = [[Network('n%d' % i, '00000000-0000-4000-8000-%012d' % i)
           for i in range(k)] for k in (3, 40)]
 print('ready', flush=True)

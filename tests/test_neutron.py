@@ -10,7 +10,8 @@ import pytest
 from tests import rig
 from tests.fake_openstack import FakeKeystone
 from tests.rig import wait_for
-from vdsm_dhcp import config, settings
+from vdsm_dhcp import options
+from vdsm_dhcp import settings
 
 PHYSNET = {'provider:network_type': 'flat',
            'provider:physical_network': 'physnet1'}
@@ -27,7 +28,7 @@ def neutron_host(neutron, make_host):
         if notifications:
             extra['neutron__transport_url'] = neutron.transport_url
         rig.write_conf(host.conf_path, host.base, host=name, **extra)
-        host.conf = config.load(host.conf_path)
+        host.conf = options.load(host.conf_path)
         return host
     return make
 
@@ -211,7 +212,7 @@ def test_credentials_stay_out_of_status_logs_and_cmdlines(neutron, make_host,
         with os.fdopen(fd, 'w') as f:
             f.write('[neutron]\npassword = %s\ntransport_url = %s\n'
                     % (password, neutron.transport_url))
-        host.conf = config.load(host.conf_path)
+        host.conf = options.load(host.conf_path)
         net, sub = neutron_network(neutron, lab, 'ncred', '10.69.0.0/24')
         port = neutron.create_port(net['id'])
         host.networks(('ncred', net['id']))

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from vdsm_dhcp import config, settings
+from vdsm_dhcp import options
+from vdsm_dhcp import settings
 
 SHARED = [('networks_file', lambda c: c.networks_file),
           ('state_dir', lambda c: c.state_dir),
@@ -35,7 +36,7 @@ def test_settings_agree_with_oslo(tmp_path, text):
     path = tmp_path / 'vdsm-dhcp.conf'
     path.write_text(text)
     lean = settings.load(str(path))
-    full = config.load(str(path))
+    full = options.load(str(path))
     assert lean.problem is None
     for name, get in SHARED:
         assert getattr(lean, name) == get(full), name
@@ -45,7 +46,7 @@ def test_defaults_agree_with_oslo(tmp_path, monkeypatch):
     monkeypatch.setenv(settings.CONFIG_ENV, str(tmp_path / 'absent.conf'))
     path = tmp_path / 'empty.conf'
     path.write_text('')
-    full = config.load(str(path))
+    full = options.load(str(path))
     lean = settings.Settings()
     for name, get in SHARED:
         assert getattr(lean, name) == get(full), name
@@ -82,14 +83,14 @@ def test_secrets_file_is_read_by_oslo_and_never_by_settings(tmp_path):
     secrets.write_text('[neutron]\npassword = s3cr3t-pw\n'
                        'transport_url = rabbit://u:s3cr3t-pw@h:5672/\n')
     os.chmod(secrets, 0o600)
-    full = config.load(str(main))
+    full = options.load(str(main))
     # keystoneauth registers the options of the plugin auth_type names
     from keystoneauth1 import loading
     auth = loading.load_auth_from_conf_options(full, 'neutron')
     assert auth._password == 's3cr3t-pw'
     assert full.neutron.transport_url.startswith('rabbit://')
     assert full.neutron.username == 'u'
-    assert config.config_files(str(main)) == [str(main), str(secrets)]
+    assert options.config_files(str(main)) == [str(main), str(secrets)]
     assert 's3cr3t' not in repr(settings.load(str(main)))
 
 
@@ -97,7 +98,7 @@ def test_credentials_in_a_readable_main_file_are_named(tmp_path, caplog):
     main = tmp_path / 'vdsm-dhcp.conf'
     main.write_text('[neutron]\npassword = hunter2\n')
     os.chmod(main, 0o640)
-    assert config.warn_misplaced_secrets(str(main)) == ['[neutron] password']
+    assert options.warn_misplaced_secrets(str(main)) == ['[neutron] password']
     assert 'secrets.conf' in caplog.text and 'hunter2' not in caplog.text
     os.chmod(main, 0o600)
-    assert config.misplaced_secrets(str(main)) == []
+    assert options.misplaced_secrets(str(main)) == []

@@ -1,7 +1,7 @@
 """`vdsm-dhcp status` for a human (pure rendering of the status document)."""
 import io
 
-from vdsm_dhcp import status_text
+from vdsm_dhcp.front import status_text
 
 NOW = 1_000_000.0
 QID = '3f2a9c1b-7e0d-4c55-9d6e-0123456789ab'

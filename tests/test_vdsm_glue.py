@@ -91,7 +91,8 @@ def real_or_stand_in(monkeypatch, name, function):
         module = types.ModuleType('vdsm_dhcp.' + name)
         setattr(module, function, None)
         monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setattr(importlib.import_module('vdsm_dhcp'), name,
+        parent, _, leaf = module.__name__.rpartition('.')
+        monkeypatch.setattr(importlib.import_module(parent), leaf,
                             module, raising=False)
         return module
 
@@ -109,7 +110,7 @@ class Recorder:
 # --- supervdsm drop-in -------------------------------------------------------
 
 def test_supervdsm_exposes_only_setDHCP(fake_vdsm, monkeypatch):
-    real_or_stand_in(monkeypatch, 'verb', 'set_dhcp')
+    real_or_stand_in(monkeypatch, 'setdhcp.verb', 'set_dhcp')
     api = importlib.import_module('vdsm.supervdsm_api')
     module = importlib.import_module('vdsm.supervdsm_api.vdsm_dhcp')
 
@@ -122,7 +123,7 @@ def test_supervdsm_exposes_only_setDHCP(fake_vdsm, monkeypatch):
 
 def test_supervdsm_setDHCP_passes_networks_and_envelope_through(
         fake_vdsm, monkeypatch):
-    verb = real_or_stand_in(monkeypatch, 'verb', 'set_dhcp')
+    verb = real_or_stand_in(monkeypatch, 'setdhcp.verb', 'set_dhcp')
     envelope = {'status': {'code': 27, 'message': 'sentinel'}}
     set_dhcp = Recorder(envelope)
     monkeypatch.setattr(verb, 'set_dhcp', set_dhcp)
@@ -141,7 +142,7 @@ def test_supervdsm_setDHCP_passes_networks_and_envelope_through(
 # --- vdsm-tool drop-in -------------------------------------------------------
 
 def test_tool_commands_registered(fake_vdsm, monkeypatch):
-    real_or_stand_in(monkeypatch, 'cli', 'main')
+    real_or_stand_in(monkeypatch, 'front.cli', 'main')
     module = importlib.import_module('vdsm.tool.vdsm_dhcp')
     tool = importlib.import_module('vdsm.tool')
 
@@ -165,7 +166,7 @@ def test_tool_commands_registered(fake_vdsm, monkeypatch):
     (['dhcp-status', '--json'], ['status', '--json']),
 ])
 def test_tool_command_calls_cli(fake_vdsm, monkeypatch, tool_args, cli_argv):
-    cli = real_or_stand_in(monkeypatch, 'cli', 'main')
+    cli = real_or_stand_in(monkeypatch, 'front.cli', 'main')
     main = Recorder(7)
     monkeypatch.setattr(cli, 'main', main)
     importlib.import_module('vdsm.tool.vdsm_dhcp')
@@ -223,7 +224,7 @@ def test_dropins_import_and_answer_without_vdsm_dhcp(fake_vdsm):
 
 def test_supervdsm_setDHCP_turns_an_exception_into_an_envelope(
         fake_vdsm, monkeypatch):
-    verb = real_or_stand_in(monkeypatch, 'verb', 'set_dhcp')
+    verb = real_or_stand_in(monkeypatch, 'setdhcp.verb', 'set_dhcp')
 
     def broken(networks):
         raise RuntimeError('boom')

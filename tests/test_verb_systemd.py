@@ -8,8 +8,9 @@ import pytest
 
 from tests import rig
 from tests.rig import wait_for
-from vdsm_dhcp import networks_file, verb
-from vdsm_dhcp.systemd import Systemd
+from vdsm_dhcp.setdhcp import networks_file
+from vdsm_dhcp.setdhcp import verb
+from vdsm_dhcp.setdhcp.systemd import Systemd
 
 RED = '3f2a9c1b-7e0d-4c55-9d6e-0123456789ab'
 BLUE = '9b1e4c2a-1111-4a2b-8c3d-abcdefabcdef'
@@ -52,7 +53,7 @@ def test_set_starts_the_agent_as_a_transient_unit(unit_host):
 
 
 def _agent_status(host):
-    from vdsm_dhcp import control
+    from vdsm_dhcp.agent import control
     try:
         return control.call(host.conf, 'status', timeout=2)
     except control.ControlError:

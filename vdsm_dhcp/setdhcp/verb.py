@@ -31,12 +31,12 @@ import os
 import shutil
 import sys
 
-from vdsm_dhcp import config
+from vdsm_dhcp import options
 from vdsm_dhcp import errors
-from vdsm_dhcp import networks_file
+from vdsm_dhcp.setdhcp import networks_file
 from vdsm_dhcp.fileutil import remove_leftovers
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('vdsm_dhcp.verb')
 
 AGENT_START_TIMEOUT = 30
 
@@ -56,7 +56,7 @@ def agent_argv(conf):
 def _systemd(systemd):
     if systemd is not None:
         return systemd
-    from vdsm_dhcp.systemd import Systemd   # dbus: only when needed
+    from vdsm_dhcp.setdhcp.systemd import Systemd   # dbus: only when needed
     return Systemd()
 
 
@@ -65,7 +65,7 @@ def set_dhcp(networks, conf=None, config_file=None, systemd=None,
     """wait_stopped: for an empty list, return only once the agent has
     torn everything down and stopped (bounded by agent_stop_timeout)."""
     try:
-        conf = conf or config.load(config_file)
+        conf = conf or options.load(config_file)
         wanted = networks_file.parse_networks(networks)
         with networks_file.locked(conf.networks_file, conf.set_lock_timeout):
             _apply(conf, wanted, systemd, wait_stopped)
@@ -154,7 +154,7 @@ def start_agent(conf, systemd):
 def restore(conf=None, config_file=None, systemd=None):
     """At boot: bring the agent back if the networks file lists anything."""
     try:
-        conf = conf or config.load(config_file)
+        conf = conf or options.load(config_file)
         with networks_file.locked(conf.networks_file, conf.set_lock_timeout):
             if not networks_file.read(conf.networks_file):
                 return errors.DONE

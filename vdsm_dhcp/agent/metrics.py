@@ -15,28 +15,16 @@ import logging
 import threading
 import time
 
-from oslo_config import cfg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client import exposition
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     InfoMetricFamily)
 
-log = logging.getLogger(__name__)
+from vdsm_dhcp.options import METRICS_GROUP
 
-GROUP = 'metrics'
-metrics_opts = [
-    cfg.StrOpt('textfile',
-               help='Write the metrics to this file (atomically) every '
-                    '`interval` seconds, e.g. for node_exporter\'s textfile '
-                    'collector: /var/lib/node_exporter/textfile/'
-                    'vdsm_dhcp.prom. Unset: no file.'),
-    cfg.FloatOpt('interval', default=15.0, min=1.0,
-                 help='Seconds between two writes of the textfile.'),
-    cfg.StrOpt('listen',
-               help='ADDRESS:PORT of an HTTP endpoint serving the metrics, '
-                    'e.g. 127.0.0.1:9797. Unset (the default): none; the '
-                    'metrics stay reachable through `vdsm-dhcp metrics`.'),
-]
+log = logging.getLogger('vdsm_dhcp.metrics')
+
+GROUP = METRICS_GROUP
 
 NET_LABELS = ('network', 'quantum_id')
 # from an IPAM change to dnsmasq having loaded it: ms to seconds

@@ -5,7 +5,7 @@ import threading
 
 import pyudev
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('vdsm_dhcp.bridges')
 SYS_NET = '/sys/class/net'
 
 

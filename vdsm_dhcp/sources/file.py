@@ -1,16 +1,6 @@
-"""IPAM sources: networks, subnets and ports in Neutron API v2 shape.
-
-A source is anything with this interface; the agent knows nothing else:
-  start(on_change)  begin watching; call on_change() (from any thread)
-                    whenever the data may have changed
-  snapshot(ids)     a desired.Snapshot of those network ids; raises
-                    SourceError when the IPAM cannot be read
-  status()          a dict for `vdsm-dhcp status`
-  release(id)       the network is no longer served on this host
-  stop()
-The `file` source is the embedded default; the Neutron API source plugs in
-through make_source().
-"""
+"""The `file` source, the embedded default: a JSON document in Neutron API
+v2 shape ([file] path), re-read when it changes (inotify on its
+directory)."""
 import itertools
 import json
 import logging
@@ -18,29 +8,12 @@ import os
 import threading
 import time
 
-from oslo_config import cfg
-
-from vdsm_dhcp.desired import Snapshot
-from vdsm_dhcp.inotify import DirWatch
+from vdsm_dhcp.host.inotify import DirWatch
+from vdsm_dhcp.model import Snapshot
+from vdsm_dhcp.sources.base import SourceError
 from vdsm_dhcp.untrusted import show
 
-log = logging.getLogger(__name__)
-
-source_opts = [
-    cfg.StrOpt('source', default='file', choices=['file', 'neutron'],
-               help='Where networks, subnets and ports come from: a JSON '
-                    'file ([file]), or the Neutron API ([neutron]).'),
-]
-file_opts = [
-    cfg.StrOpt('path', default='/etc/vdsm-dhcp/ipam.json',
-               help='A JSON document {"networks": [...], "subnets": [...], '
-                    '"ports": [...]} in Neutron API v2 shape, re-read when '
-                    'it changes.'),
-]
-
-
-class SourceError(Exception):
-    pass
+log = logging.getLogger('vdsm_dhcp.source')
 
 
 class FileSource:
@@ -134,12 +107,3 @@ def _shape(doc):
     return '{%s}' % ', '.join(
         '%s: %s' % (show(k), JSON_TYPES.get(type(v), '?'))
         for k, v in itertools.islice(doc.items(), 6))
-
-
-def make_source(conf):
-    if conf.source == 'file':
-        return FileSource(conf.file.path)
-    if conf.source == 'neutron':
-        from vdsm_dhcp.neutron import NeutronSource
-        return NeutronSource(conf)
-    raise SourceError('unknown source %r' % conf.source)

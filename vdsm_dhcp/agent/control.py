@@ -29,11 +29,10 @@ import struct
 import threading
 import time
 
-from oslo_config import cfg
 
 from vdsm_dhcp import client
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('vdsm_dhcp.control')
 
 SOCKET_NAME = client.SOCKET_NAME
 MAX_LINE = 64 * 1024
@@ -43,20 +42,6 @@ RESERVE = 64              # taken from this many (many users at once)
 REFUSED_LINGER = 1.0      # seconds a refused client has to read its answer
 REFUSED_KEPT = 64         # refused connections lingering at most
 
-control_opts = [
-    cfg.StrOpt('control_group', default='kvm',
-               help='Group allowed on the control socket besides root (the '
-                    'VM hooks run as vdsm:kvm).'),
-    cfg.FloatOpt('control_read_timeout', default=5.0, min=0.1,
-                 help='Seconds a client may take to send a whole request.'),
-    cfg.FloatOpt('control_send_timeout', default=5.0, min=0.1,
-                 help='Seconds a client may take to read a reply; past it '
-                      'the connection is dropped.'),
-    cfg.IntOpt('control_clients_per_uid', default=128, min=1,
-               help='Connections one user may hold at once (the VM hooks '
-                    'all run as vdsm: at least as many as VMs started at '
-                    'once). Root counts apart from the others.'),
-]
 
 
 # the client side lives in client.py (standard library only, for the hooks)

@@ -14,20 +14,15 @@ the hooks start fast.
 import importlib
 import os
 
-from oslo_config import cfg
+from vdsm_dhcp.model import NS_PREFIX  # noqa: F401  (named there)
+from vdsm_dhcp.options import INTERFACE_DRIVERS
 
-NS_PREFIX = 'qdhcp-'
 HOST_PREFIX = 'vdh'
 NS_IF_PREFIX = 'vdn'
 # ifalias of the host veth ends we create, followed by the network id
 DEVICE_MARK = 'vdsm-dhcp:'
 
-DRIVERS = {'veth': 'vdsm_dhcp.veth:VethDriver'}
 
-interface_opts = [
-    cfg.StrOpt('driver', default='veth', choices=sorted(DRIVERS),
-               help='How the DHCP namespace is plugged into the bridge.'),
-]
 
 
 class PlugError(Exception):
@@ -48,5 +43,5 @@ def mark_dir(conf):
 
 
 def load_driver(conf):
-    module, _, cls = DRIVERS[conf.interface.driver].partition(':')
+    module, _, cls = INTERFACE_DRIVERS[conf.interface.driver].partition(':')
     return getattr(importlib.import_module(module), cls)(mark_dir(conf))

@@ -16,12 +16,12 @@ import os
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from vdsm_dhcp import bridges
-from vdsm_dhcp.desired import namespace_name
-from vdsm_dhcp.interface import (DEVICE_MARK, HOST_PREFIX, NS_PREFIX,
+from vdsm_dhcp.host import bridges
+from vdsm_dhcp.model import namespace_name
+from vdsm_dhcp.host.interface import (DEVICE_MARK, HOST_PREFIX, NS_PREFIX,
                                  PlugError, device_names)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('vdsm_dhcp.veth')
 
 IFA_F_NODAD = 0x02
 IFF_UP = 0x1

@@ -1,4 +1,5 @@
-"""vdsm-dhcp: the host-level CLI (setDHCP, and what an operator needs at 3 a.m.).
+"""vdsm-dhcp: the host-level CLI (setDHCP, and what an operator needs at
+3 a.m.).
 
 Two kinds of command:
 - set, clear, restore run the verb: they load the full oslo configuration
@@ -15,7 +16,8 @@ import json
 import sys
 import time
 
-from vdsm_dhcp import client, errors, networks_file, settings
+from vdsm_dhcp import client, errors, settings
+from vdsm_dhcp.setdhcp import networks_file
 
 
 # of `status --json`: 1 had no "version" key; 2 adds it, and each
@@ -85,9 +87,10 @@ def _run_verb(args, call):
     included) and systemd: loaded here only, not for the query commands."""
     from oslo_config import cfg
 
-    from vdsm_dhcp import config, verb
+    from vdsm_dhcp import options
+    from vdsm_dhcp.setdhcp import verb
     try:
-        conf = config.load(getattr(args, 'config_file', None))
+        conf = options.load(getattr(args, 'config_file', None))
     except cfg.Error as e:
         return _fail(str(e), 2)
     return _envelope_exit(call(verb, conf))
@@ -109,7 +112,7 @@ def cmd_list(conf, args):
 
 def _unit_state(conf):
     try:
-        from vdsm_dhcp.systemd import Systemd   # dbus: only for status
+        from vdsm_dhcp.setdhcp.systemd import Systemd   # dbus: only for status
         return Systemd().unit_state(conf.agent_unit) or {
             'unit': conf.agent_unit, 'ActiveState': 'inactive',
             'SubState': 'dead', 'MainPID': 0}
@@ -134,7 +137,7 @@ def cmd_status(conf, args):
         result['version'] = STATUS_VERSION
         _print_json(result)
         return 0
-    from vdsm_dhcp import status_text
+    from vdsm_dhcp.front import status_text
     print('\n'.join(status_text.render(result,
                                         color=status_text.use_color())))
     return 0

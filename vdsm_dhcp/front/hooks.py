@@ -26,7 +26,8 @@ import os
 import sys
 import time
 
-from vdsm_dhcp import client, networks_file, settings
+from vdsm_dhcp import client, settings
+from vdsm_dhcp.setdhcp import networks_file
 
 OK, REFUSE = 0, 2
 RETRY_INTERVAL = 0.2   # while the agent is not (yet) answering
