@@ -15,7 +15,7 @@ import time
 import uuid
 
 from bench import _lab
-from tests.test_hooks import DOMXML, NIC
+from tests.integration.test_hooks import DOMXML, NIC
 from tests.vdsm_hooks import install_hooks, run_hooks_dir
 from vdsm_dhcp.agent import control
 

@@ -13,8 +13,8 @@ import time
 
 from tests import leftovers, rig
 from tests.rig import Host, mac
-from tests.test_agent_e2e import one_network
-from tests.test_hooks import DOMXML, NIC, run_hook
+from tests.integration.test_agent_e2e import one_network
+from tests.integration.test_hooks import DOMXML, NIC, run_hook
 
 
 def rounds(host, lab, net, sub, n, gate, offset):

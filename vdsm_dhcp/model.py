@@ -111,6 +111,18 @@ class Port:
 
 
 @dataclass(frozen=True)
+class HostEntry:
+    """One port as dnsmasq serves it: its MAC, its addresses on the served
+    stateful subnets (ipaddress objects, in the IPAM's order) and the host
+    name handed out. Only dnsmasq/conf.py turns it into dnsmasq's syntax
+    (host lines, lease lines) and reads it back from our files."""
+    port_id: str
+    mac: str
+    ips: tuple
+    hostname: str
+
+
+@dataclass(frozen=True)
 class InterfacePlan:
     """The DHCP port as plugged into the namespace."""
     namespace: str
@@ -126,7 +138,7 @@ class NetworkPlan:
     mtu: int
     interface: InterfacePlan
     subnets: tuple                   # of SubnetPlan, DHCP-enabled, served
-    hosts: dict                      # port id -> hostsdir file content
+    hosts: dict                      # port id -> HostEntry
     macs: dict                       # MAC -> port id
     problems: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)   # MAC -> why not served

@@ -74,7 +74,6 @@ hooks_opts = [
 ]
 
 
-
 # interface driver name -> module:class (host/interface.load_driver)
 INTERFACE_DRIVERS = {'veth': 'vdsm_dhcp.host.veth:VethDriver'}
 METRICS_GROUP = 'metrics'

@@ -18,30 +18,28 @@ configured group. Nothing a client does may stop the socket answering:
   loop's thread in a way that can raise; no error from a client ends it.
 """
 import collections
-import grp
 import json
 import logging
 import os
-import queue
 import select
 import socket
-import struct
 import threading
 import time
 
-
 from vdsm_dhcp import client
+from vdsm_dhcp.agent.connections import (MAX_LINE, Throttled, Workers,
+                                         close_quietly, encode_reply,
+                                         group_id, peer_credentials,
+                                         read_line)
 
 log = logging.getLogger('vdsm_dhcp.control')
 
 SOCKET_NAME = client.SOCKET_NAME
-MAX_LINE = 64 * 1024
 SHARED_CLIENTS = 512      # all users but root together
 RESERVED_PER_UID = 8      # places a user has even when that pool is full,
 RESERVE = 64              # taken from this many (many users at once)
 REFUSED_LINGER = 1.0      # seconds a refused client has to read its answer
 REFUSED_KEPT = 64         # refused connections lingering at most
-
 
 
 # the client side lives in client.py (standard library only, for the hooks)
@@ -52,19 +50,6 @@ _current = threading.local()   # the connection a handler serves
 
 def socket_path(conf):
     return client.socket_path(conf.run_dir)
-
-
-def _group_id(name):
-    try:
-        return grp.getgrnam(name).gr_gid
-    except (KeyError, TypeError):
-        return None
-
-
-def _peer(sock):
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                            struct.calcsize('3i'))
-    return struct.unpack('3i', creds)   # pid, uid, gid
 
 
 def peer_gone():
@@ -84,41 +69,21 @@ def peer_gone():
         return True
 
 
-class _Throttled:
-    """A warning at most once per interval, with how many were left out
-    (10,000 refused connects must not write 10,000 log lines)."""
-
-    def __init__(self, interval=10.0):
-        self.interval = interval
-        self._next = {}
-        self._skipped = collections.Counter()
-
-    def warning(self, key, msg, *args):
-        now = time.monotonic()
-        if now < self._next.get(key, 0):
-            self._skipped[key] += 1
-            return
-        self._next[key] = now + self.interval
-        skipped = self._skipped.pop(key, 0)
-        log.warning(msg + (' (and %d more like it)' % skipped if skipped
-                           else ''), *args)
-
-
 class ControlServer:
     def __init__(self, conf, handlers, on_error=None):
         self.path = socket_path(conf)
         self.on_error = on_error        # fn(cmd): a request answered "no"
-        self.gid = _group_id(conf.control_group)
+        self.gid = group_id(conf.control_group)
         self.read_timeout = conf.control_read_timeout
         self.send_timeout = conf.control_send_timeout
         self.per_uid = conf.control_clients_per_uid
         self.handlers = handlers        # cmd -> fn(request dict) -> result
         self._clients = collections.Counter()   # uid -> open connections
         # enough threads for every connection admitted: none ever queues
-        self._workers = _Workers(self.per_uid + SHARED_CLIENTS + RESERVE)
+        self._workers = Workers(self.per_uid + SHARED_CLIENTS + RESERVE)
         self._counts = threading.Lock()
         self._refused = collections.deque()     # (close at, conn)
-        self._log = _Throttled()
+        self._log = Throttled()
         self._sock = None
         self._stopped = False
 
@@ -176,12 +141,12 @@ class ControlServer:
                 self._admit(conn)
             except Exception:
                 log.exception('control: dropping a connection')
-                _close(conn)
+                close_quietly(conn)
             self._close_refused()
 
     def _admit(self, conn):
         conn.settimeout(None)   # accept() gave it the listener's timeout
-        _, uid, gid = _peer(conn)
+        _, uid, gid = peer_credentials(conn)
         if not self.allowed(uid, gid):
             self._log.warning('refused', 'control: refused peer uid %d '
                               'gid %d', uid, gid)
@@ -229,19 +194,19 @@ class ControlServer:
         read), then let it read that for a moment: closed at once, a
         client still sending its request would see EPIPE, not why."""
         try:
-            conn.send(_encode(reply), socket.MSG_DONTWAIT)
+            conn.send(encode_reply(reply), socket.MSG_DONTWAIT)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
-            _close(conn)
+            close_quietly(conn)
             return
         self._refused.append((time.monotonic() + REFUSED_LINGER, conn))
         if len(self._refused) > REFUSED_KEPT:
-            _close(self._refused.popleft()[1])
+            close_quietly(self._refused.popleft()[1])
 
     def _close_refused(self, everything=False):
         now = time.monotonic()
         while self._refused and (everything or self._refused[0][0] <= now):
-            _close(self._refused.popleft()[1])
+            close_quietly(self._refused.popleft()[1])
 
     # -- serving ------------------------------------------------------------
     def _serve(self, conn, uid):
@@ -249,13 +214,13 @@ class ControlServer:
         pending = bytearray()
         try:
             while True:
-                line = _read_line(conn, pending,
+                line = read_line(conn, pending,
                                   time.monotonic() + self.read_timeout)
                 if line is None:
                     return
                 reply = self.handle(line)
                 conn.settimeout(self.send_timeout)   # for the whole reply
-                conn.sendall(_encode(reply))
+                conn.sendall(encode_reply(reply))
                 if len(line) > MAX_LINE:
                     return     # the rest of that line is not a request
         except (OSError, socket.timeout):
@@ -264,7 +229,7 @@ class ControlServer:
             log.exception('control: client of uid %d', uid)
         finally:
             _current.conn = None
-            _close(conn)
+            close_quietly(conn)
             self._release(uid)
 
     def handle(self, line):
@@ -304,97 +269,6 @@ class ControlServer:
             log.exception('control: %s failed', request['cmd'])
             return {'ok': False, 'error': '%s failed: %s'
                     % (request['cmd'], e)}
-
-
-class _Workers:
-    """Daemon threads, started when none is idle (up to `limit`), reused,
-    ended after a minute idle. Daemons: a `wait` still blocked must not
-    hold up the agent's exit."""
-
-    IDLE_EXIT = 60.0
-
-    def __init__(self, limit):
-        self.limit = limit
-        self._jobs = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._count = 0
-        self._idle = 0
-
-    def submit(self, fn, *args):
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                spawn = False
-            else:
-                spawn = self._count < self.limit
-                self._count += spawn
-        if spawn:
-            try:
-                threading.Thread(target=self._run, name='control-client',
-                                 daemon=True).start()
-            except RuntimeError:
-                with self._lock:
-                    self._count -= 1
-                raise
-        self._jobs.put((fn, args))
-
-    def _run(self):
-        while True:
-            try:
-                fn, args = self._jobs.get(timeout=self.IDLE_EXIT)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle:     # more idle threads than jobs
-                        self._idle -= 1
-                        self._count -= 1
-                        return
-                continue
-            try:
-                fn(*args)
-            except Exception:
-                log.exception('control: worker')
-            with self._lock:
-                self._idle += 1
-
-
-def _read_line(conn, pending, deadline):
-    """The next request line (at most MAX_LINE + 1 bytes: longer is an
-    error), None at the end; socket.timeout past the deadline, however
-    slowly the client trickles bytes in."""
-    while True:
-        end = pending.find(b'\n')
-        if 0 <= end < MAX_LINE:
-            line = bytes(pending[:end + 1])
-            del pending[:end + 1]
-            return line
-        if len(pending) > MAX_LINE:
-            return bytes(pending[:MAX_LINE + 1])
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout('request not received in time')
-        conn.settimeout(left)
-        data = conn.recv(MAX_LINE + 1)
-        if not data:
-            line = bytes(pending)
-            pending.clear()
-            return line or None
-        pending += data
-
-
-def _encode(reply):
-    try:
-        return json.dumps(reply, sort_keys=True).encode() + b'\n'
-    except (TypeError, ValueError, RecursionError) as e:
-        log.error('control: cannot encode a reply: %s', e)
-        return b'{"error": "the agent could not encode its reply", ' \
-            b'"ok": false}\n'
-
-
-def _close(conn):
-    try:
-        conn.close()
-    except OSError:
-        pass
 
 
 def call(conf, cmd, args=None, timeout=10.0):

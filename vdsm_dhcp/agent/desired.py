@@ -15,15 +15,15 @@ import bisect
 import logging
 
 from vdsm_dhcp import logs
-from vdsm_dhcp.dnsmasq.conf import RenderError, host_line
-from vdsm_dhcp.model import (DHCP_OWNER, InterfacePlan, InvalidData,
-                             NetworkPlan, NotServed, namespace_name)
+from vdsm_dhcp.dnsmasq.conf import RenderError, host_lines
+from vdsm_dhcp.model import (DHCP_OWNER, HostEntry, InterfacePlan,
+                             InvalidData, NetworkPlan, NotServed,
+                             namespace_name)
 from vdsm_dhcp.sources.validate import (shown_id, validate_network,
                                         validate_port, validate_subnet)
 from vdsm_dhcp.untrusted import show
 
 log = logging.getLogger('vdsm_dhcp.desired')
-
 
 
 def default_hostname(ip):
@@ -33,9 +33,10 @@ def default_hostname(ip):
 # -- planning, on typed values only ----------------------------------------
 
 def _port_entry(port, subnets):
-    """(host file content or None, [IP text]) of a valid port on these
-    served subnets, or InvalidData naming the problem."""
-    lines, ips, first_ip = [], [], None
+    """(HostEntry or None, [IP text]) of a valid port on these served
+    subnets, or InvalidData naming the problem (also when dnsmasq's host
+    line could not be rendered from it: it would never be written)."""
+    addresses, ips, first_ip = [], [], None
     for sid, ip in port.fixed_ips:
         subnet = subnets.get(sid)
         if subnet is None:
@@ -51,16 +52,17 @@ def _port_entry(port, subnets):
         if subnet.ip_version == 6 and not subnet.stateful:
             continue  # stateless/SLAAC: the client picks its address
         first_ip = first_ip or ip
-        lines.append(ip)
+        addresses.append(ip)
         ips.append(str(ip))
-    if not lines:
+    if not addresses:
         return None, []
-    hostname = port.dns_name or default_hostname(first_ip)
+    entry = HostEntry(port.id, port.mac, tuple(addresses),
+                      port.dns_name or default_hostname(first_ip))
     try:
-        content = ''.join(host_line(port.mac, ip, hostname) for ip in lines)
+        host_lines(entry)
     except RenderError as e:
         raise InvalidData(str(e), port.mac) from None
-    return content, ips
+    return entry, ips
 
 
 def _order(raw):

@@ -309,8 +309,3 @@ class Agent(Queries, Gate, Adoption):
         with self._lock:
             runtime = self.runtimes.pop(qid, None)
         teardown(self.conf, self.driver, qid, runtime, reason)
-
-
-
-
-

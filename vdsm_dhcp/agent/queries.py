@@ -7,7 +7,7 @@ import time
 
 from vdsm_dhcp.agent import control
 from vdsm_dhcp.dnsmasq import leasefile
-from vdsm_dhcp.dnsmasq.conf import Files
+from vdsm_dhcp.dnsmasq.conf import Files, host_lines, written_lines
 from vdsm_dhcp.host import bridges
 from vdsm_dhcp.model import namespace_name
 from vdsm_dhcp.sources.validate import normalize_mac
@@ -116,7 +116,8 @@ class Queries:
                               quantumId=qid, listed=True,
                               port=port_id, written=port_id in written,
                               in_dnsmasq=loaded,
-                              entry=plan.hosts[port_id].strip())
+                              entry='\n'.join(host_lines(
+                                  plan.hosts[port_id])))
                 answer['verdict'] = (
                     'served: loaded by dnsmasq pid %s' % runtime.dnsmasq.pid
                     if loaded else 'known to the IPAM, not yet loaded by '
@@ -149,9 +150,9 @@ class Queries:
         with self._lock:
             runtime = self.runtimes.get(net.quantum_id)
         entries = sorted(({'port': port_id, 'entry': line}
-                          for port_id, (_, text) in
+                          for port_id, (_, value) in
                           self._written(runtime).items()
-                          for line in text.splitlines() if line),
+                          for line in written_lines(value)),
                          key=lambda e: (e['entry'], e['port']))
         return {'network': net.name, 'quantumId': net.quantum_id,
                 'hosts': entries}

@@ -7,13 +7,14 @@ shape before it is written: a value that slipped past validation is
 refused (DnsmasqError or RenderError), never half-read by dnsmasq.
 """
 import grp
+import ipaddress
 import os
 import re
 import stat
 
 import netaddr
 
-from vdsm_dhcp.model import NOT_A_HOSTNAME
+from vdsm_dhcp.model import NOT_A_HOSTNAME, HostEntry
 from vdsm_dhcp.untrusted import show
 
 
@@ -202,9 +203,10 @@ def read_regular(path):
 
 
 def read_hostsdir(path):
-    """port id -> (file name, entry text) from the files we wrote. Never
-    raises on what it finds: content that is not ours as we write it
-    (a port in two files, text outside any port's part) is keyed under
+    """port id -> (file name, HostEntry) from the files we wrote. Never
+    raises on what it finds: a port's part that is not exactly what we
+    write gives None (so the next sync rewrites it); content outside any
+    port's part (or a port in two files) is keyed, as text, under
     STALE_KEY, so that the next sync removes that file."""
     entries = {}
     try:
@@ -225,7 +227,7 @@ def read_hostsdir(path):
             if port_id in entries or STALE_KEY in port_id:
                 stray += body
             else:
-                entries[port_id] = (name, body)
+                entries[port_id] = (name, parse_host_text(port_id, body))
         if stray or not parts:
             entries[STALE_KEY + name] = (name, stray)
     return entries
@@ -255,3 +257,47 @@ def host_line(mac, ip, hostname):
     if not HOST_LINE.fullmatch(line) or NOT_A_HOSTNAME.fullmatch(hostname):
         raise RenderError('refusing to write the host line %s' % show(line))
     return line + '\n'
+
+
+def host_lines(entry):
+    """A HostEntry's --dhcp-hostsdir lines (one per address, without
+    newlines), each checked; RenderError when one is not of its shape."""
+    return [host_line(entry.mac, ip, entry.hostname).rstrip('\n')
+            for ip in entry.ips]
+
+
+def host_text(entry):
+    """The content of a HostEntry's part of a hostsdir file."""
+    return ''.join(line + '\n' for line in host_lines(entry))
+
+
+def parse_host_text(port_id, text):
+    """The HostEntry whose host_text() is exactly `text`, or None (a file
+    cut short, edited by hand, or not ours): never raises."""
+    mac = name = None
+    ips = []
+    for line in text.splitlines():
+        match = HOST_LINE.fullmatch(line)
+        if match is None or mac not in (None, match['mac']) or \
+                name not in (None, match['name']):
+            return None
+        mac, name = match['mac'], match['name']
+        try:
+            ips.append(ipaddress.ip_address(match['addr'].strip('[]')))
+        except ValueError:
+            return None
+    if not ips:
+        return None
+    entry = HostEntry(port_id, mac, tuple(ips), name)
+    try:
+        return entry if host_text(entry) == text else None
+    except RenderError:
+        return None
+
+
+def written_lines(value):
+    """The lines of a hostsdir entry as read_hostsdir gives it: a
+    HostEntry's, or the text of what is not ours (under STALE_KEY)."""
+    if isinstance(value, HostEntry):
+        return host_lines(value)
+    return [line for line in (value or '').splitlines() if line]

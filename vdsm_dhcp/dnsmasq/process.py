@@ -28,30 +28,17 @@ import time
 import uuid
 
 from vdsm_dhcp import logs
-from vdsm_dhcp.dnsmasq.conf import (
-    BATCH_PREFIX,
-    HOST_LINE,
-    PORT_MARK,
-    DnsmasqError,
-    Files,
-    lease_line,
-    read_hostsdir,
-    read_regular,
-)
+from vdsm_dhcp.dnsmasq.conf import (BATCH_PREFIX, PORT_MARK, DnsmasqError,
+                                    Files, host_text, lease_line,
+                                    read_hostsdir, read_regular)
 from vdsm_dhcp.dnsmasq.netfilter import limit_clients
-from vdsm_dhcp.dnsmasq.pids import (
-    close_pidfd,
-    pid_alive,
-    pidfd_exited,
-    pidfd_open,
-    proc_cmdline,
-    read_pid,
-    runs,
-    send_signal,
-)
+from vdsm_dhcp.dnsmasq.pids import (close_pidfd, pid_alive, pidfd_exited,
+                                    pidfd_open, proc_cmdline, read_pid, runs,
+                                    send_signal)
 from vdsm_dhcp.dnsmasq.readiness import LoadTracker
 from vdsm_dhcp.fileutil import atomic_write
 from vdsm_dhcp.host.netns_exec import netns_preexec
+from vdsm_dhcp.timing import wait_until
 
 log = logging.getLogger('vdsm_dhcp.dnsmasq')
 
@@ -170,17 +157,20 @@ class Dnsmasq:
         with self._handle_lock:
             self.proc, self.pid, self.cmdline = proc, proc.pid, argv
             self.adopted, self.started_at = False, time.monotonic()
-        deadline = time.monotonic() + self.conf.dnsmasq.start_timeout
-        while read_pid(self.files) != proc.pid:
+
+        def started():
+            if read_pid(self.files) == proc.pid:
+                return True
             if proc.poll() is not None:
                 raise DnsmasqError('dnsmasq for %s exited with %s: %s'
                                    % (self.quantum_id, proc.returncode,
                                       self.log_tail()))
-            if time.monotonic() > deadline:
-                raise DnsmasqError('dnsmasq for %s did not start within %ss'
-                                   % (self.quantum_id,
-                                      self.conf.dnsmasq.start_timeout))
-            time.sleep(0.005)
+            return False
+
+        if not wait_until(started, self.conf.dnsmasq.start_timeout, 0.005):
+            raise DnsmasqError('dnsmasq for %s did not start within %ss'
+                               % (self.quantum_id,
+                                  self.conf.dnsmasq.start_timeout))
         log.info('network %s: started dnsmasq pid %d', self.quantum_id,
                  proc.pid, extra=logs.network(self.quantum_id))
 
@@ -194,11 +184,9 @@ class Dnsmasq:
         try:
             if not send_signal(pid, proc, pidfd, signal.SIGTERM, self):
                 return
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if not runs(pid, proc, pidfd, self):
-                    return
-                time.sleep(0.005)
+            if wait_until(lambda: not runs(pid, proc, pidfd, self), 5,
+                          0.005):
+                return
             send_signal(pid, proc, pidfd, signal.SIGKILL, self)
             if proc is not None:
                 proc.wait()
@@ -247,7 +235,7 @@ class Dnsmasq:
                      tmp_dir=self.files.tmp, sync=False)
 
     def sync_hosts(self, hosts):
-        """Bring hosts/ to `hosts` (port id -> entry). Returns whether
+        """Bring hosts/ to `hosts` (port id -> HostEntry). Returns whether
         dnsmasq must re-read (SIGHUP): a changed or removed entry stays
         loaded in dnsmasq until then; a new file needs no signal."""
         # a copy, published when done (also after a failed write: what is
@@ -270,13 +258,13 @@ class Dnsmasq:
                 name = BATCH_PREFIX + uuid.uuid4().hex[:12]
                 self.tracker.expect({p: name for p in to_write})
                 self._write(name, ''.join('%s%s\n%s' % (PORT_MARK, p,
-                                                         hosts[p])
+                                                         host_text(hosts[p]))
                                           for p in to_write))
                 written.update((p, (name, hosts[p])) for p in to_write)
             else:
                 self.tracker.expect({p: p for p in to_write})
                 for port_id in to_write:
-                    self._write(port_id, hosts[port_id])
+                    self._write(port_id, host_text(hosts[port_id]))
                     written[port_id] = (port_id, hosts[port_id])
                     stale_files.discard(port_id)   # rewritten in place
             for name in stale_files:
@@ -299,14 +287,11 @@ class Dnsmasq:
                  if len(line.split()) >= 3}
         expiry = int(time.time()) + self.conf.dnsmasq.lease_duration
         seeded = []
-        for text in hosts.values():
-            for entry in text.splitlines():
-                match = HOST_LINE.fullmatch(entry)
-                if match is None:
-                    continue
-                mac, addr = match.group('mac', 'addr')
-                if not addr.startswith('[') and mac not in known:
-                    seeded.append(lease_line(expiry, mac, addr))
+        for entry in hosts.values():
+            if entry.mac in known:
+                continue
+            seeded.extend(lease_line(expiry, entry.mac, ip)
+                          for ip in entry.ips if ip.version == 4)
         if seeded:   # IPv4 leases come before dnsmasq's "duid" line
             self.files.create()
             atomic_write(self.files.leases, (''.join(seeded) + existing)
@@ -350,5 +335,3 @@ def _unlink(path):
     except OSError as e:
         if e.errno != errno.ENOENT:
             raise
-
-

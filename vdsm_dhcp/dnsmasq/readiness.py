@@ -335,5 +335,3 @@ def _unlink_quiet(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-

@@ -23,8 +23,6 @@ NS_IF_PREFIX = 'vdn'
 DEVICE_MARK = 'vdsm-dhcp:'
 
 
-
-
 class PlugError(Exception):
     pass
 

@@ -19,6 +19,7 @@ import time
 import dbus
 
 from vdsm_dhcp.errors import SystemdError
+from vdsm_dhcp.timing import wait_until
 
 BUS_NAME = 'org.freedesktop.systemd1'
 MANAGER_PATH = '/org/freedesktop/systemd1'
@@ -176,13 +177,14 @@ class Systemd:
             timeout, 'stop')
 
     def _wait(self, unit, done, timeout, action):
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.unit_state(unit)
-            if done(state):
-                return state
-            if time.monotonic() > deadline:
-                raise SystemdError('systemd: %s of %s did not finish within '
-                                   '%ds (state: %s)' % (action, unit, timeout,
-                                                        state))
-            time.sleep(0.01)
+        last = []    # the state seen last, for the error
+
+        def finished():
+            last[:] = [self.unit_state(unit)]
+            return done(last[0])
+
+        if not wait_until(finished, timeout):
+            raise SystemdError('systemd: %s of %s did not finish within '
+                               '%ds (state: %s)' % (action, unit, timeout,
+                                                    last[0]))
+        return last[0]

@@ -44,7 +44,6 @@ from vdsm_dhcp.sources.neutron_ports import DhcpPorts
 log = logging.getLogger('vdsm_dhcp.neutron')
 
 
-
 class NeutronSource(DhcpPorts, Notifications):
     """The source: the sync (here), this host's DHCP ports (DhcpPorts),
     notifications (Notifications)."""
@@ -337,5 +336,3 @@ class NeutronSource(DhcpPorts, Notifications):
         self.last_sync = time.time()
 
     _error_kind = None
-
-

@@ -21,7 +21,7 @@ import pytest
 
 from tests import faultlog, rig
 from tests.rig import mac, wait_for
-from tests.test_agent_e2e import one_network
+from tests.integration.test_agent_e2e import one_network
 from tests.vdsm_hooks import ensure_vdsm_user
 from vdsm_dhcp import options
 from vdsm_dhcp.agent import control

@@ -107,7 +107,7 @@ def test_vdsm_dhcp_metrics_from_a_real_agent(host, lab):
     import subprocess
 
     from tests import rig
-    from tests.test_agent_e2e import one_network
+    from tests.integration.test_agent_e2e import one_network
     net, sub, (port,) = one_network(host, lab)
     host.networks(('red', net['id']))
     agent = host.agent()

@@ -178,8 +178,9 @@ from vdsm_dhcp.setdhcp import networks_file
 from vdsm_dhcp.setdhcp.networks_file import Network
 lists = [[Network('n%d' % i, '00000000-0000-4000-8000-%012d' % i)
           for i in range(k)] for k in (3, 40)]
-print('ready', flush=True)
-i = 0
+networks_file.write(sys.argv[1], lists[0])
+print('ready', flush=True)   # a file exists: a kill from now on tests it
+i = 1
 while True:
     networks_file.write(sys.argv[1], lists[i % 2])
     i += 1

@@ -23,7 +23,8 @@ import types
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 GLUE_DIR = os.path.join(ROOT, 'vdsm_dhcp', 'vdsm')
 PATCH = os.path.join(ROOT, 'vdsm', '0001-Host-setDHCP.patch')
 # The next VDSM release after the snapshot the patch was made on (v4.50.7):

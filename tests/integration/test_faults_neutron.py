@@ -17,7 +17,7 @@ from tests import faultlog, rig
 from tests.fake_openstack import Fault, FakeNeutron
 from tests.neutron_server import free_port
 from tests.rig import wait_for
-from tests.test_neutron import neutron_host, neutron_network  # noqa: F401
+from tests.integration.test_neutron import neutron_host, neutron_network  # noqa: F401
 from vdsm_dhcp import options
 from vdsm_dhcp.sources.neutron_client import NeutronClient, NeutronError
 from vdsm_dhcp.sources.neutron import NeutronSource

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute, netns
 
 from tests import faultlog, rig
 from tests.rig import mac, wait_for
-from tests.test_agent_e2e import one_network
+from tests.integration.test_agent_e2e import one_network
 from vdsm_dhcp.agent import service as agent_mod
 from vdsm_dhcp import options
 from vdsm_dhcp.agent import control

@@ -11,6 +11,18 @@ from vdsm_dhcp.model import Snapshot
 from vdsm_dhcp.agent.desired import compute
 from vdsm_dhcp.setdhcp.networks_file import Network
 
+host_text = dnsmasq_conf.host_text
+
+
+def texts(hosts):
+    """port id -> the hostsdir text dnsmasq gets for each HostEntry."""
+    return {p: host_text(e) for p, e in hosts.items()}
+
+
+def entries_of(texts):
+    """port id -> HostEntry, from the hostsdir text of each."""
+    return {p: dnsmasq_conf.parse_host_text(p, t) for p, t in texts.items()}
+
 NET = '11111111-2222-4333-8444-555555555555'
 SUB4 = 'aaaaaaaa-0000-4000-8000-000000000004'
 SUB6 = 'aaaaaaaa-0000-4000-8000-000000000006'
@@ -58,7 +70,8 @@ def test_served_network_plan():
     assert plan.interface.namespace == 'qdhcp-' + NET
     assert plan.interface.mac == 'fa:16:3e:00:00:02'      # host-a's port
     assert plan.interface.addresses == ('10.0.0.2/24',)
-    assert plan.hosts == {'p1': 'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'}
+    assert texts(plan.hosts) == {
+        'p1': 'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'}
     assert plan.macs == {'fa:16:3e:00:00:10': 'p1'}
     assert plan.mtu == 1450
 
@@ -153,7 +166,8 @@ def test_hostile_port_is_skipped_rest_served(bad, problem):
     bad['created_at'] = '2021-01-01T00:00:00Z'
     plan = plan_of(snapshot([good, bad]))
     assert plan.served
-    assert plan.hosts == {'p1': 'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'}
+    assert texts(plan.hosts) == {
+        'p1': 'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'}
     assert plan.macs == {'fa:16:3e:00:00:10': 'p1'}
     assert any(problem in p for p in plan.problems), plan.problems
     # shown escaped: no problem can forge a log line or drive a terminal
@@ -165,11 +179,12 @@ def test_ipv6_stateful_and_stateless():
                   [(SUB4, '10.0.0.10'), (SUB6, '2001:db8::10')])]
     plan = plan_of(snapshot(ports, v6_mode='dhcpv6-stateful'))
     assert plan.interface.addresses == ('10.0.0.2/24', '2001:db8::2/64')
-    assert plan.hosts['p1'] == ('fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'
-                                'fa:16:3e:00:00:10,[2001:db8::10],'
-                                'host-10-0-0-10\n')
+    assert host_text(plan.hosts['p1']) == (
+        'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'
+        'fa:16:3e:00:00:10,[2001:db8::10],host-10-0-0-10\n')
     plan = plan_of(snapshot(ports, v6_mode='dhcpv6-stateless'))
-    assert plan.hosts['p1'] == 'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'
+    assert host_text(plan.hosts['p1']) == \
+        'fa:16:3e:00:00:10,10.0.0.10,host-10-0-0-10\n'
 
 
 @pytest.fixture
@@ -217,7 +232,7 @@ def test_ports_of_unlisted_networks_never_reach_a_plan():
 
 
 def _entries(hostsdir):
-    return {p: text for p, (_, text) in
+    return {p: host_text(entry) for p, (_, entry) in
             dnsmasq_conf.read_hostsdir(hostsdir).items()}
 
 
@@ -229,22 +244,22 @@ def test_hostsdir_sync_one_file_per_port_batches_and_reloads(tmp_path):
     hosts = {'p%d' % i: 'fa:16:3e:00:00:%02x,10.0.0.%d,h%d\n' % (i, i, i)
              for i in range(1, 6)}
     # a burst of new ports: one batch file, no reload needed
-    assert dm.sync_hosts(dict(hosts)) is False
+    assert dm.sync_hosts(entries_of(hosts)) is False
     files = sorted(p.name for p in (tmp_path / NET / 'hosts').iterdir())
     assert len(files) == 1 and files[0].startswith('batch-')
     assert _entries(dm.files.hosts) == hosts
     # one new port: its own file, no reload
     hosts['p9'] = 'fa:16:3e:00:00:09,10.0.0.9,h9\n'
-    assert dm.sync_hosts(dict(hosts)) is False
+    assert dm.sync_hosts(entries_of(hosts)) is False
     assert (tmp_path / NET / 'hosts' / 'p9').read_text() == hosts['p9']
     # nothing changed: nothing written, no reload
     mtime = (tmp_path / NET / 'hosts' / 'p9').stat().st_mtime_ns
-    assert dm.sync_hosts(dict(hosts)) is False
+    assert dm.sync_hosts(entries_of(hosts)) is False
     assert (tmp_path / NET / 'hosts' / 'p9').stat().st_mtime_ns == mtime
     # a port in the batch changes: reload; each MAC still in one file only
     hosts['p3'] = 'fa:16:3e:00:00:03,10.0.0.33,h3\n'
     del hosts['p9']
-    assert dm.sync_hosts(dict(hosts)) is True
+    assert dm.sync_hosts(entries_of(hosts)) is True
     assert _entries(dm.files.hosts) == hosts
     text = ''.join(p.read_text() for p in (tmp_path / NET / 'hosts').iterdir())
     macs = [line.split(',')[0] for line in text.splitlines()
@@ -253,7 +268,7 @@ def test_hostsdir_sync_one_file_per_port_batches_and_reloads(tmp_path):
     # a fresh object (an agent restart) reads back the same state
     dm2 = dnsmasq.Dnsmasq(dm.conf, NET)
     dm2.written = dnsmasq_conf.read_hostsdir(dm.files.hosts)
-    assert dm2.sync_hosts(dict(hosts)) is False
+    assert dm2.sync_hosts(entries_of(hosts)) is False
     assert not list((tmp_path / NET / 'tmp').iterdir())
 
 
@@ -270,7 +285,7 @@ def test_memo_gives_the_same_plans_and_never_stale_ones():
     p1['fixed_ips'][0]['ip_address'] = '10.0.0.11'
     bad['fixed_ips'][0]['ip_address'] = '10.0.0.20'
     plan = compute(LISTED, snapshot([p1, bad]), {'red'}, 'host-a', memo)[NET]
-    assert plan.hosts == {
+    assert texts(plan.hosts) == {
         'p1': 'fa:16:3e:00:00:10,10.0.0.11,host-10-0-0-11\n',
         'p2': 'fa:16:3e:00:00:20,10.0.0.20,host-10-0-0-20\n'}
     assert plan.problems == []
@@ -426,7 +441,9 @@ def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
         os.close(os.open(hosts / 'fifo', os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail('read_hostsdir blocked on a FIFO')
     entries = result[0]
-    assert entries['p2'] == ('batch-000000000001', line % (2, 2, 2))
+    assert entries['p1'] == ('p1', None)      # not ours: rewritten
+    assert entries['p2'] == ('batch-000000000001', dnsmasq_conf.
+                             parse_host_text('p2', line % (2, 2, 2)))
     assert entries['p3'][0] == 'batch-000000000001'
     stale = {k for k in entries if k.startswith(dnsmasq_conf.STALE_KEY)}
     assert stale == {dnsmasq_conf.STALE_KEY + n for n in (
@@ -437,13 +454,12 @@ def test_read_hostsdir_never_raises_and_sync_removes_what_is_not_ours(
     dm.written = entries
     wanted = {p: line % (i, i, i) for i, p in ((1, 'p1'), (2, 'p2'),
                                                (3, 'p3'))}
-    dm.sync_hosts(dict(wanted))
+    dm.sync_hosts(entries_of(wanted))
     text = ''.join(p.read_text() for p in hosts.iterdir() if p.is_file()
                    and not p.is_symlink() and p.name != 'fifo')
     lines = sorted(t for t in text.splitlines() if not t.startswith('#'))
     assert lines == sorted(v.strip() for v in wanted.values())
-    assert {k: v for k, (_, v) in
-            dnsmasq_conf.read_hostsdir(str(hosts)).items()} == wanted
+    assert _entries(str(hosts)) == wanted
 
 
 def test_seeding_leases_never_raises_on_what_it_reads(tmp_path):
@@ -452,9 +468,8 @@ def test_seeding_leases_never_raises_on_what_it_reads(tmp_path):
     dm = dnsmasq.Dnsmasq(options.load(str(path)), NET)
     dm.files.create()
     (tmp_path / NET / 'leases').write_bytes(b'\xff\xfe\x00 junk\nduid x\n')
-    dm.seed_leases({'p1': 'fa:16:3e:00:00:10,10.0.0.10,vm\n'
-                          'fa:16:3e:00:00:10,[2001:db8::10],vm\n',
-                    'p2': 'not a host line\n'})
+    dm.seed_leases(entries_of({'p1': 'fa:16:3e:00:00:10,10.0.0.10,vm\n'
+                                     'fa:16:3e:00:00:10,[2001:db8::10],vm\n'}))
     data = (tmp_path / NET / 'leases').read_bytes()
     first, rest = data.split(b'\n', 1)
     assert first.endswith(b' fa:16:3e:00:00:10 10.0.0.10 * *')

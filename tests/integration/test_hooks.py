@@ -10,7 +10,7 @@ import pytest
 from tests import rig
 from tests.vdsm_hooks import ensure_vdsm_user, install_hooks, run_hooks_dir
 from tests.rig import mac, wait_for
-from tests.test_agent_e2e import one_network
+from tests.integration.test_agent_e2e import one_network
 from vdsm_dhcp.agent import control
 
 HOOKS = os.path.join(os.path.dirname(rig.HERE), 'hooks')

@@ -162,7 +162,7 @@ def served_by_unit(host):
 
 
 def test_clear_tears_down_everything_before_the_unit_stops(unit_host, lab):
-    from tests.test_agent_e2e import one_network
+    from tests.integration.test_agent_e2e import one_network
     host = unit_host
     net, sub, (port,) = one_network(host, lab)
     assert cli(host, 'set', 'red=' + net['id']).returncode == 0
@@ -177,7 +177,7 @@ def test_clear_tears_down_everything_before_the_unit_stops(unit_host, lab):
 
 
 def test_agent_crash_under_the_unit_keeps_dnsmasq(unit_host, lab):
-    from tests.test_agent_e2e import one_network
+    from tests.integration.test_agent_e2e import one_network
     host = unit_host
     net, sub, (port,) = one_network(host, lab)
     assert cli(host, 'set', 'red=' + net['id']).returncode == 0
@@ -198,7 +198,7 @@ def test_clear_with_no_agent_left_tears_down_what_a_dead_one_left(
     """An agent that died for good (here: killed, its unit stopped from
     restarting it) leaves dnsmasq serving; setDHCP([]) must still stop
     DHCP on this host."""
-    from tests.test_agent_e2e import one_network
+    from tests.integration.test_agent_e2e import one_network
     host = unit_host
     net, sub, (port,) = one_network(host, lab)
     host.networks(('red', net['id']))

@@ -53,6 +53,12 @@ def good_port(i):
                  '2000-01-01T00:00:%02dZ' % i, dns_name='good-%d' % i)
 
 
+def text_of(plan, port_id):
+    """The hostsdir text dnsmasq gets for a port of the plan, or None."""
+    entry = plan.hosts.get(port_id)
+    return None if entry is None else dnsmasq_conf.host_text(entry)
+
+
 def good_entry(i):
     """The hosts file content a good port must get."""
     mac = 'fa:16:3e:00:01:%02x' % i
@@ -349,7 +355,8 @@ def check_plan(plan, conf, other_dhcp=True):
         assert 'cannot be planned' not in plan.reason, plan.reason
         return
     seen_macs, seen_ips = set(), set()
-    for port_id, content in plan.hosts.items():
+    for port_id, entry in plan.hosts.items():
+        content = dnsmasq_conf.host_text(entry)
         assert model.SAFE_ID.fullmatch(port_id)
         assert not port_id.startswith('batch-')
         assert content.endswith('\n')
@@ -360,7 +367,7 @@ def check_plan(plan, conf, other_dhcp=True):
         assert plan.macs[mac] == port_id
         assert mac not in seen_macs
         seen_macs.add(mac)
-    assert len(seen_ips) == sum(c.count('\n') for c in plan.hosts.values())
+    assert len(seen_ips) == sum(len(e.ips) for e in plan.hosts.values())
     # no VM is handed the address of a DHCP server (ours or another's)
     assert plan.interface.mac not in seen_macs
     assert not seen_ips & {a.split('/')[0] for a in plan.interface.addresses}
@@ -405,7 +412,7 @@ def _good_ports_survive(conf, rnd):
     check_plan(plan, conf)
     assert plan.served, (applied, plan)
     for i in range(GOOD):
-        assert plan.hosts.get('good-%d' % i) == good_entry(i), (applied,
+        assert text_of(plan, 'good-%d' % i) == good_entry(i), (applied,
                                                                 plan.problems)
     # the memo only saves work: same plan with it, also on a second round
     memo = {}
@@ -469,7 +476,8 @@ def test_unforeseen_error_in_one_network_is_not_served_logged_once(
     listed = [Network('red', NET), Network('blue', other)]
     for _ in range(3):
         plans = desired.compute(listed, snap, {'red', 'blue'}, HOST, {})
-    assert plans[NET].served and plans[NET].hosts['good-0'] == good_entry(0)
+    assert plans[NET].served and text_of(plans[NET], 'good-0') == \
+        good_entry(0)
     assert not plans[other].served
     assert plans[other].reason.startswith('the IPAM data of this network '
                                           'cannot be planned (TypeError')
@@ -530,7 +538,7 @@ def test_file_source_deep_values_inside_a_good_document(tmp_path):
         assert 'nested too deeply' in str(e)
         return
     plan = desired.compute([Network('red', NET)], snap, {'red'}, HOST)[NET]
-    assert plan.served and plan.hosts['good-0'] == good_entry(0)
+    assert plan.served and text_of(plan, 'good-0') == good_entry(0)
     assert any('victim-3 skipped: MAC [[[' in p for p in plan.problems)
 
 
@@ -589,7 +597,7 @@ def test_nastiest_values_one_by_one():
         assert any(problem in p for p in plan.problems), (field, value,
                                                           plan.problems)
         for i in range(GOOD):
-            assert plan.hosts['good-%d' % i] == good_entry(i)
+            assert text_of(plan, 'good-%d' % i) == good_entry(i)
         assert resource == 'subnets' or 'victim-3' not in plan.hosts
         for p in plan.problems:
             assert p.isprintable()
