@@ -247,6 +247,14 @@ def test_rpm_files_match_the_sources(rpm_package):
         'vdsm_dhcp/vdsm/supervdsm_api.py')
     assert payload[vdsm + '/tool/vdsm_dhcp.py'] == source(
         'vdsm_dhcp/vdsm/vdsm_tool.py')
+    # every module of every package, as it is in the tree
+    for base, dirs, files in os.walk(os.path.join(ROOT, 'vdsm_dhcp')):
+        dirs[:] = [d for d in dirs if d != '__pycache__']
+        for name in files:
+            if name.endswith('.py'):
+                path = os.path.relpath(os.path.join(base, name), ROOT)
+                assert payload.get(EL9_SITELIB + '/' + path) == \
+                    source(path), path
     assert payload['/usr/lib/systemd/system/vdsm-dhcp-restore.service'] == \
         source('systemd/vdsm-dhcp-restore.service')
     assert payload['/usr/lib/tmpfiles.d/vdsm-dhcp.conf'] == source(

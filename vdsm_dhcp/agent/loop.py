@@ -1,10 +1,11 @@
 """The agent's event loop: serve DHCP for the networks in the networks file.
 
 Loop: wait for a change (SIGHUP: networks file; the source; a bridge; a
-dnsmasq that died; a control `sync`), then reconcile: desired state (pure,
-desired.py) against what runs, networks applied in parallel. A change that
-arrives while applying is picked up by the next round: bursts coalesce.
-An error in one network marks only that network for a retry with backoff.
+dnsmasq that died; a control `sync`), then reconcile: desired state
+(pure, agent/desired.py) against what runs, networks applied in
+parallel (NetworkRuntime.apply). A change that arrives while applying is
+picked up by the next round: bursts coalesce. An error in one network
+marks only that network for a retry with backoff.
 
 Stopping (SIGTERM) leaves dnsmasq running, so a restart of the agent never
 interrupts DHCP; the next agent adopts it. With an empty networks file
@@ -52,8 +53,7 @@ class Agent(Queries, Gate, Adoption):
         self.plans = {}
         self.plan_memo = {}          # desired.compute's per-port memo
         self.runtimes = {}
-        self.source_error = None
-        self.source_error_since = None
+        self.source_error = None     # why the last snapshot failed
         self.networks_error = None
         self._list_read = False      # a good networks file was read once
         self._clean_pending = False  # start-up cleaning put off (bad list)
@@ -255,16 +255,11 @@ class Agent(Queries, Gate, Adoption):
         try:
             snap = self.source.snapshot(sorted(listed_ids))
         except SourceError as e:
-            if self.source_error is None:
-                log.error('IPAM source unreachable: %s (dnsmasq keeps '
-                          'serving what it has)', e)
-                self.source_error_since = time.time()
+            # the source keeps (and logs) its reachability: sources/base
             self.source_error = str(e)
             self._retry_all()
             return
-        if self.source_error is not None:
-            log.info('IPAM source reachable again')
-            self.source_error = self.source_error_since = None
+        self.source_error = None
         present = bridges.present({n.name for n in self.listed})
         plans = desired.compute(self.listed, snap, present, self.conf.host,
                                 self.plan_memo)

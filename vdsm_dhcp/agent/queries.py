@@ -90,11 +90,9 @@ class Queries:
 
     def _source_status(self):
         status = self.source.status()
+        status.setdefault('unreachable_since', None)
         if self.source_error:     # the last snapshot failed
             status.update(reachable=False, error=self.source_error)
-            status.setdefault('unreachable_since', self.source_error_since)
-            status['unreachable_since'] = (status['unreachable_since']
-                                           or self.source_error_since)
         return status
 
     def why(self, mac):

@@ -22,7 +22,7 @@ def netns_preexec(namespace):
         if _setns(fd, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), 'setns ' + namespace)
         # the signal mask survives exec: a child forked by a thread that
-        # still blocks the agent's signals (see agent.py) would ignore
+        # still blocks the agent's signals (see agent/service.py) would ignore
         # SIGHUP and SIGTERM for life
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:

@@ -10,7 +10,7 @@ import time
 
 from vdsm_dhcp.host.inotify import DirWatch
 from vdsm_dhcp.model import Snapshot
-from vdsm_dhcp.sources.base import SourceError
+from vdsm_dhcp.sources.base import Reachability, SourceError
 from vdsm_dhcp.untrusted import show
 
 log = logging.getLogger('vdsm_dhcp.source')
@@ -21,7 +21,7 @@ class FileSource:
         self.path = os.path.abspath(path)
         self._stat = None
         self._snapshot = None
-        self._error = None
+        self.reach = Reachability(log, 'IPAM source')
         self._loaded_at = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -77,10 +77,10 @@ class FileSource:
         with self._lock:
             try:
                 snap = self._load()
-                self._error = None
             except SourceError as e:
-                self._error = str(e)
+                self.reach.failed(e)
                 raise
+            self.reach.succeeded()
         ids = set(network_ids)
         return Snapshot({k: v for k, v in snap.networks.items() if k in ids},
                         {k: v for k, v in snap.subnets.items() if k in ids},
@@ -92,8 +92,7 @@ class FileSource:
 
     def status(self):
         return {'type': 'file', 'path': self.path,
-                'reachable': self._error is None, 'error': self._error,
-                'loaded_at': self._loaded_at}
+                **self.reach.status(), 'loaded_at': self._loaded_at}
 
 
 JSON_TYPES = {dict: 'object', list: 'array', str: 'string', int: 'number',

@@ -34,6 +34,7 @@ import time
 
 
 from vdsm_dhcp import logs
+from vdsm_dhcp.sources.base import Reachability
 from vdsm_dhcp.sources.neutron_client import (NETWORK_FIELDS, PORT_FIELDS,
                                               SUBNET_FIELDS, Cache,
                                               NeutronClient, NeutronError,
@@ -67,8 +68,7 @@ class NeutronSource(DhcpPorts, Notifications):
         # one sync at a time (the poll thread and the agent's snapshot):
         # two concurrent ones would each create this host's DHCP port
         self._syncing = threading.RLock()
-        self.error = None
-        self.error_since = None
+        self.reach = Reachability(log, 'Neutron')
         self.last_sync = None
         self.notifications = 'disabled'
         self.notifications_dropped = 0
@@ -122,7 +122,7 @@ class NeutronSource(DhcpPorts, Notifications):
                 except Exception as e:
                     # a bug meeting data we did not foresee: the agent
                     # keeps serving what it has, and says why
-                    if self.error is None:
+                    if self.reach.error is None:
                         log.exception('Neutron sync failed')
                     error = NeutronError('sync failed: %s: %s' % (
                         type(e).__name__, shorten(str(e))))
@@ -132,7 +132,7 @@ class NeutronSource(DhcpPorts, Notifications):
             snap = self.cache.snapshot(ids & self.synced)
         # network id -> why Neutron could not give it (fully): a network
         # absent for that reason is not served with it as the reason
-        # (snap.errors, read by desired.py); one served from the data it
+        # (snap.errors, read by agent/desired.py); one served from the data it
         # had shows it among its problems
         snap.errors = {k.lower(): 'Neutron: %s' % v for k, v in
                        self.network_errors().items() if k in ids}
@@ -149,8 +149,7 @@ class NeutronSource(DhcpPorts, Notifications):
 
     def status(self):
         return {'type': 'neutron', 'url': self.client.endpoint(),
-                'reachable': self.error is None, 'error': self.error,
-                'unreachable_since': self.error_since,
+                **self.reach.status(),
                 'loaded_at': self.last_sync,
                 'notifications': self.notifications,
                 'notifications_received': self.notifications_received,
@@ -190,7 +189,7 @@ class NeutronSource(DhcpPorts, Notifications):
                 worked = True
                 for network_id in batch:
                     self._fetch_ok(network_id)
-        others_fine = self.error is None and any(
+        others_fine = self.reach.error is None and any(
             i in self.synced and i not in self.fetch_errors
             and i not in failed for i in self.wanted)
         if first is not None and not worked and not others_fine:
@@ -299,7 +298,7 @@ class NeutronSource(DhcpPorts, Notifications):
                 delay = self.conf.neutron.poll_interval
             except Exception as e:
                 if not isinstance(e, NeutronError):
-                    if self.error is None:
+                    if self.reach.error is None:
                         log.exception('Neutron poll failed')
                     e = NeutronError('poll failed: %s: %s' % (
                         type(e).__name__, shorten(str(e))))
@@ -317,22 +316,11 @@ class NeutronSource(DhcpPorts, Notifications):
             log.exception('on_change failed')
 
     def _failed(self, error):
-        kind = (getattr(error, 'status', None), type(error).__name__)
-        if self.error is None:
-            log.error('Neutron unreachable: %s (dnsmasq keeps serving what '
-                      'it has; retrying)', error)
-            self.error_since = time.time()
-        elif kind != self._error_kind:
-            log.warning('Neutron still unreachable, now: %s', error)
-        self._error_kind = kind
-        self.error = str(error)
+        # a new HTTP status (or no answer after one) is a new kind
+        self.reach.failed(error, (getattr(error, 'status', None),
+                                  type(error).__name__))
 
     def _succeeded(self):
-        if self.error is not None:
-            log.info('Neutron reachable again after %.0fs',
-                     time.time() - self.error_since)
-            # what changed meanwhile is fetched by the next poll
-        self.error = self.error_since = self._error_kind = None
+        # what changed meanwhile is fetched by the next poll
+        self.reach.succeeded()
         self.last_sync = time.time()
-
-    _error_kind = None
