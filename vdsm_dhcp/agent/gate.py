@@ -7,6 +7,7 @@ import time
 
 from vdsm_dhcp import logs
 from vdsm_dhcp.agent import control
+from vdsm_dhcp.agent.queries import locate
 from vdsm_dhcp.sources.validate import normalize_mac
 
 log = logging.getLogger('vdsm_dhcp.agent')
@@ -33,12 +34,9 @@ class Gate:
                 for mac in macs}
 
     def _why_not(self, mac, plans, runtimes, written):
-        for qid, plan in plans.items():
-            if not plan.served:
-                continue
-            port_id = plan.macs.get(mac)
-            if port_id is None:
-                continue
+        where = locate(mac, plans)
+        if where is not None and where.port_id is not None:
+            qid, plan, port_id = where.quantum_id, where.plan, where.port_id
             runtime = runtimes.get(qid)
             if runtime is None or runtime.plan is None:
                 return 'network %s is not configured yet' % plan.name
@@ -53,9 +51,8 @@ class Gate:
             if not runtime.dnsmasq.loaded(port_id):
                 return 'port %s: dnsmasq has not loaded it yet' % port_id
             return None
-        for plan in plans.values():
-            if plan.served and mac in plan.skipped:
-                return 'network %s: %s' % (plan.name, plan.skipped[mac])
+        if where is not None:
+            return 'network %s: %s' % (where.plan.name, where.skipped)
         not_served = ['%s (%s)' % (p.name, p.reason) for p in plans.values()
                       if not p.served]
         source_error = self.source_error

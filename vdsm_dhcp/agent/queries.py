@@ -1,6 +1,7 @@
 """What the control socket asks of the agent, answered over one snapshot
 view (the list, the plans and the runtimes taken at one moment): status,
 why (one MAC), hosts and leases (one network). A part of Agent."""
+import collections
 import logging
 import os
 import time
@@ -13,6 +14,25 @@ from vdsm_dhcp.model import namespace_name
 from vdsm_dhcp.sources.validate import normalize_mac
 
 log = logging.getLogger('vdsm_dhcp.agent')
+
+# where the plans put a MAC: the port serving it (skipped None), or the
+# reason its port was skipped (port_id None)
+Location = collections.namedtuple('Location',
+                                  'quantum_id plan port_id skipped')
+
+
+def locate(mac, plans):
+    """The Location of a (normalized) MAC in the plans: on the first
+    served network with a port of it, else on one that skipped its port;
+    None when no served network knows it. `why` and the readiness gate
+    both ask here."""
+    for qid, plan in plans.items():
+        if plan.served and mac in plan.macs:
+            return Location(qid, plan, plan.macs[mac], None)
+    for qid, plan in plans.items():
+        if plan.served and mac in plan.skipped:
+            return Location(qid, plan, None, plan.skipped[mac])
+    return None
 
 
 class Queries:
@@ -104,29 +124,28 @@ class Queries:
         names = {n.quantum_id: n.name for n in listed}
         answer = {'mac': mac, 'network': None, 'listed': False,
                   'port': None, 'in_dnsmasq': False, 'verdict': None}
-        for qid, plan in plans.items():
-            if plan.served and mac in plan.macs:
-                port_id = plan.macs[mac]
-                runtime = runtimes.get(qid)
-                written = self._written(runtime)
-                loaded = bool(runtime) and runtime.dnsmasq.loaded(port_id)
-                answer.update(network=names.get(qid, plan.name),
-                              quantumId=qid, listed=True,
-                              port=port_id, written=port_id in written,
-                              in_dnsmasq=loaded,
-                              entry='\n'.join(host_lines(
-                                  plan.hosts[port_id])))
-                answer['verdict'] = (
-                    'served: loaded by dnsmasq pid %s' % runtime.dnsmasq.pid
-                    if loaded else 'known to the IPAM, not yet loaded by '
-                    'dnsmasq' + (' (written, waiting for dnsmasq to read it)'
-                                 if port_id in written else ''))
-                return answer
-        for qid, plan in plans.items():
-            if plan.served and mac in plan.skipped:
-                answer.update(network=None, quantumId=qid, listed=True,
-                              verdict='not served: ' + plan.skipped[mac])
-                return answer
+        where = locate(mac, plans)
+        if where is not None and where.port_id is not None:
+            qid, plan, port_id = where.quantum_id, where.plan, where.port_id
+            runtime = runtimes.get(qid)
+            written = self._written(runtime)
+            loaded = bool(runtime) and runtime.dnsmasq.loaded(port_id)
+            answer.update(network=names.get(qid, plan.name),
+                          quantumId=qid, listed=True,
+                          port=port_id, written=port_id in written,
+                          in_dnsmasq=loaded,
+                          entry='\n'.join(host_lines(
+                              plan.hosts[port_id])))
+            answer['verdict'] = (
+                'served: loaded by dnsmasq pid %s' % runtime.dnsmasq.pid
+                if loaded else 'known to the IPAM, not yet loaded by '
+                'dnsmasq' + (' (written, waiting for dnsmasq to read it)'
+                             if port_id in written else ''))
+            return answer
+        if where is not None:      # skipped, and why
+            answer.update(network=None, quantumId=where.quantum_id,
+                          listed=True, verdict='not served: ' + where.skipped)
+            return answer
         answer['verdict'] = ('no port with this MAC on any network listed '
                              'for this host (%s)' % (', '.join(
                                  n.name for n in listed) or 'none'))
