@@ -14,6 +14,7 @@ import stat
 
 import netaddr
 
+from vdsm_dhcp.errors import VdsmDhcpError
 from vdsm_dhcp.model import NOT_A_HOSTNAME, HostEntry
 from vdsm_dhcp.untrusted import show
 
@@ -74,8 +75,9 @@ def checked_line(line, shape, what):
     return line
 
 
-class DnsmasqError(Exception):
-    pass
+class DnsmasqError(VdsmDhcpError):
+    """Something for dnsmasq would be wrong (refused before it is written),
+    or dnsmasq did not start."""
 
 
 def default_group():

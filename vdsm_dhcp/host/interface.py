@@ -14,6 +14,7 @@ the hooks start fast.
 import importlib
 import os
 
+from vdsm_dhcp.errors import VdsmDhcpError
 from vdsm_dhcp.model import NS_PREFIX  # noqa: F401  (named there)
 from vdsm_dhcp.options import INTERFACE_DRIVERS
 
@@ -23,8 +24,8 @@ NS_IF_PREFIX = 'vdn'
 DEVICE_MARK = 'vdsm-dhcp:'
 
 
-class PlugError(Exception):
-    pass
+class PlugError(VdsmDhcpError):
+    """A namespace or veth could not be set up."""
 
 
 def device_names(quantum_id):

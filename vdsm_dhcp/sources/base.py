@@ -16,9 +16,11 @@ when, and why", kept by each source, logged once per change of state.
 """
 import time
 
+from vdsm_dhcp.errors import VdsmDhcpError
 
-class SourceError(Exception):
-    pass
+
+class SourceError(VdsmDhcpError):
+    """The IPAM cannot be read (dnsmasq keeps serving what it has)."""
 
 
 class Reachability:
