@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo check bench bench-quick sample-config clean install-host rpm
+.PHONY: setup lint demo check bench bench-quick sample-config clean install-host rpm
 
 setup: $(VENV)/.installed
 
@@ -19,8 +19,13 @@ $(VENV)/.installed: pyproject.toml scripts/install-deps scripts/install-neutron-
 demo: setup
 	tests/isolated $(PY) -m demo.lab
 
-check: setup
+# the layers (.importlinter) and the lint (pyproject.toml) before the tests
+check: setup lint
 	tests/isolated $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check vdsm_dhcp tests bench demo hooks/50_vdsm_dhcp
 
 bench: setup
 	tests/isolated $(PY) -m bench.run

@@ -16,7 +16,8 @@ import time
 
 from tests import rig
 from tests.rig import Host
-from vdsm_dhcp import config, control
+from vdsm_dhcp import options
+from vdsm_dhcp.agent import control
 from vdsm_dhcp.fileutil import atomic_write
 
 CLK_TCK = os.sysconf('SC_CLK_TCK')
@@ -233,7 +234,7 @@ class Bench:
             opts = dict(control_group='nogroup', supervise_interval=0.25)
             opts.update(conf_extra)
             rig.write_conf(self.host.conf_path, self.host.base, **opts)
-            self.host.conf = config.load(self.host.conf_path)
+            self.host.conf = options.load(self.host.conf_path)
         except BaseException:
             self.close()
             raise

@@ -36,7 +36,7 @@ import time
 from bench import _neutron_side as side
 from tests import rig
 from tests.rig import Host
-from vdsm_dhcp import control
+from vdsm_dhcp.agent import control
 
 TITLE = ('Port change -> servable, one network of N hosts each with a live '
          'lease (ours vs Neutron dhcp.Dnsmasq.reload_allocations)')

@@ -24,7 +24,7 @@ import time
 from bench import _neutron_side as side
 from tests import rig
 from tests.rig import Host
-from vdsm_dhcp import control
+from vdsm_dhcp.agent import control
 
 TITLE = ('Burst: 1,000 ports within 1 s, one network and 50 networks -> '
          'all servable; dnsmasq reloads/restarts')

@@ -15,9 +15,9 @@ import time
 import uuid
 
 from bench import _lab
-from tests.test_hooks import DOMXML, NIC
+from tests.integration.test_hooks import DOMXML, NIC
 from tests.vdsm_hooks import install_hooks, run_hooks_dir
-from vdsm_dhcp import control
+from vdsm_dhcp.agent import control
 
 TITLE = 'VM boot storm: N VMs at once across M networks, gate in front'
 

@@ -1,4 +1,4 @@
-"""Figure 7: setDHCP verb latency (vdsm_dhcp.verb.set_dhcp, in process, as
+"""Figure 7: setDHCP verb latency (vdsm_dhcp.setdhcp.verb.set_dhcp, in process, as
 supervdsm calls it) with 1 and 100 networks, through a real systemd
 manager over real D-Bus (tests/systemd_manager: `systemd --user` in its
 own cgroup, reached by DBUS_SYSTEM_BUS_ADDRESS).
@@ -16,7 +16,8 @@ import os
 import time
 
 from bench import _lab
-from vdsm_dhcp import errors, verb
+from vdsm_dhcp import errors
+from vdsm_dhcp.setdhcp import verb
 
 TITLE = 'setDHCP verb latency through the real systemd manager'
 

@@ -137,7 +137,7 @@ def run(quick):
             old = []
             if old_tree:
                 old = _times(lambda: subprocess.run(
-                    [sys.executable, '-m', 'vdsm_dhcp.cli'] + argv,
+                    [sys.executable, '-m', 'vdsm_dhcp.front.cli'] + argv,
                     env=dict(cli_env, PYTHONPATH=old_tree), check=True,
                     capture_output=True, cwd=base), n)
             rows.append(_lab.row(

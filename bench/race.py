@@ -13,8 +13,8 @@ import time
 
 from tests import leftovers, rig
 from tests.rig import Host, mac
-from tests.test_agent_e2e import one_network
-from tests.test_hooks import DOMXML, NIC, run_hook
+from tests.integration.test_agent_e2e import one_network
+from tests.integration.test_hooks import DOMXML, NIC, run_hook
 
 
 def rounds(host, lab, net, sub, n, gate, offset):
@@ -69,7 +69,7 @@ def main():
         empty = sorted(run_hook(host, 'before_vm_start',
                                 xml=DOMXML % (NIC % (mac(1), 'other'))).elapsed
                        * 1000 for _ in range(20))
-        from vdsm_dhcp import control
+        from vdsm_dhcp.agent import control
         t = []
         for _ in range(50):
             start = time.monotonic()

@@ -20,7 +20,7 @@ import time
 
 from bench._lab import cpu_seconds, require_isolation
 from tests import rig
-from vdsm_dhcp import control
+from vdsm_dhcp.agent import control
 
 
 def measure(waiters, seconds):

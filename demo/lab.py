@@ -11,7 +11,7 @@ import time
 from tests import leftovers, rig
 from tests.rig import mac
 from tests.systemd_manager import SystemdManager
-from vdsm_dhcp import config
+from vdsm_dhcp import options
 
 HEADER = """\
 vdsm-dhcp demo: one isolated "host" with three bridges.
@@ -106,7 +106,7 @@ def run(base, failures):
     conf_path = rig.write_conf(os.path.join(base, 'vdsm-dhcp.conf'), base,
                                host='demo-host',
                                agent_unit='vdsm-dhcp-agent.service')
-    conf = config.load(conf_path)
+    conf = options.load(conf_path)
     ipam = rig.Ipam(conf.file.path)
     nets = build_ipam(ipam, 'demo-host')
     lab = rig.Lab()
@@ -202,7 +202,7 @@ def run(base, failures):
             failures.append('vdsm-dhcp clear failed: %s' % out.stderr)
         namespaces = [n for n in os.listdir('/run/netns')
                       if n.startswith('qdhcp-')]
-        from vdsm_dhcp.systemd import Systemd
+        from vdsm_dhcp.setdhcp.systemd import Systemd
         unit = Systemd().unit_state(conf.agent_unit)
         print('after clear: unit %s, %d qdhcp namespaces' % (
             'gone' if not unit else unit['ActiveState'], len(namespaces)))
@@ -215,7 +215,7 @@ def run(base, failures):
         # agent tears everything down), then the manager
         rig.write_networks(base, [])
         try:
-            from vdsm_dhcp.systemd import Systemd
+            from vdsm_dhcp.setdhcp.systemd import Systemd
             Systemd().stop(conf.agent_unit, timeout=60)
         except Exception as e:
             failures.append('stopping the unit: %s' % e)

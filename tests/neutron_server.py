@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from vdsm_dhcp.dnsmasq import pid_alive
+from vdsm_dhcp.dnsmasq.pids import pid_alive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEUTRON_VENV = os.environ.get('VDSM_DHCP_NEUTRON_VENV',

@@ -15,9 +15,12 @@ import uuid
 
 from pyroute2 import IPRoute, NetNS, netns
 
-from vdsm_dhcp import config, control, dnsmasq
+from vdsm_dhcp import options
+from vdsm_dhcp.agent import control
+from vdsm_dhcp.dnsmasq import conf as dnsmasq_conf
+from vdsm_dhcp.dnsmasq import pids
 from vdsm_dhcp.fileutil import atomic_write
-from vdsm_dhcp.netns_exec import netns_preexec
+from vdsm_dhcp.host.netns_exec import netns_preexec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DHCP_SCRIPT = os.path.join(HERE, 'dhcp-script')
@@ -125,7 +128,7 @@ class Ipam:
 
 def write_networks(conf_base, pairs):
     """The networks file as setDHCP writes it: pairs of (name, quantumId)."""
-    from vdsm_dhcp import networks_file
+    from vdsm_dhcp.setdhcp import networks_file
     networks_file.write(os.path.join(conf_base, 'networks.json'),
                         [networks_file.Network(n, q) for n, q in pairs])
 
@@ -138,7 +141,7 @@ class Host:
         os.makedirs(base, exist_ok=True)
         self.conf_path = write_conf(os.path.join(base, 'vdsm-dhcp.conf'),
                                     base, host=name)
-        self.conf = config.load(self.conf_path)
+        self.conf = options.load(self.conf_path)
         self.ipam = Ipam(self.conf.file.path)
         self.agents = []
 
@@ -166,7 +169,7 @@ class Host:
     def _stop_unit(self):
         write_networks(self.base, [])
         if os.environ.get('DBUS_SYSTEM_BUS_ADDRESS'):
-            from vdsm_dhcp.systemd import Systemd
+            from vdsm_dhcp.setdhcp.systemd import Systemd
             Systemd().stop(self.conf.agent_unit, timeout=60)
 
     def _stop_agents(self):
@@ -423,9 +426,9 @@ def kill_leftover_dnsmasq(state_dir):
     if not os.path.isdir(state_dir):
         return
     for qid in os.listdir(state_dir):
-        files = dnsmasq.Files(state_dir, qid)
-        pid = dnsmasq.read_pid(files)
-        argv = dnsmasq.proc_cmdline(pid) if pid else None
+        files = dnsmasq_conf.Files(state_dir, qid)
+        pid = pids.read_pid(files)
+        argv = pids.proc_cmdline(pid) if pid else None
         if argv and '--pid-file=' + files.pid in argv:
             os.kill(pid, signal.SIGKILL)
 
@@ -532,7 +535,7 @@ def _kill_pidfile(path, name):
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return
-    argv = dnsmasq.proc_cmdline(pid)
+    argv = pids.proc_cmdline(pid)
     if argv and os.path.basename(argv[0]) == name:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from tests import leftovers
-from vdsm_dhcp.dnsmasq import pid_alive, proc_cmdline
+from vdsm_dhcp.dnsmasq.pids import pid_alive, proc_cmdline
 
 CGROUP_HIERARCHIES = ('systemd', 'unified', 'cpu', 'memory', 'pids')
 

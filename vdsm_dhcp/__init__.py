@@ -1,1 +1,2 @@
-"""vdsm-dhcp: host-side DHCP for oVirt hosts, addresses owned by Quantum/Neutron."""
+"""vdsm-dhcp: host-side DHCP for oVirt hosts, addresses owned by
+Quantum/Neutron. The layout: docs/architecture.md."""

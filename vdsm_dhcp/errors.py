@@ -1,4 +1,8 @@
-"""Errors carrying VDSM's status codes (lib/vdsm/common/exception.py)."""
+"""The one error family of vdsm-dhcp, VdsmDhcpError, carrying VDSM's
+status codes (lib/vdsm/common/exception.py) where one applies: the verb's
+errors here; the agent's (SourceError, DnsmasqError, PlugError) beside
+their modules, with the general code. A control-socket client's errors
+are client.py's (the other side of a socket, not an error of ours)."""
 
 ERR_BAD_PARAMS = 21
 ERR_BAD_BRIDGE = 27

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a mix."""
+"""Atomic file writes: a reader sees the old file or the new one, never a
+mix."""
 import os
 
 # atomic_write's temp files are '.<name>.<random>.tmp': a crash between

@@ -6,7 +6,7 @@ alone costs more than the whole gate when the vNIC is already ready. So
 these front programs read the main config file with configparser, with
 oslo's rules for what they use (last value wins, surrounding quotes
 stripped, $name substitution, oslo's booleans), and never the secrets file
-beside it, which is root-only. config.py declares the same options for oslo
+beside it, which is root-only. options.py declares the same options for oslo
 with these defaults; a test checks that both readings agree.
 
 A file that cannot be read is not an error here: the hooks must never fail

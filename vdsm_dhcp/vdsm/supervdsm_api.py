@@ -25,10 +25,10 @@ def _error(message):
 @expose
 def setDHCP(networks):
     try:
-        from vdsm_dhcp import verb
+        from vdsm_dhcp.setdhcp import verb
     except Exception as e:   # not installed, or a dependency missing
         return _error('vdsm-dhcp is not usable on this host: cannot import '
-                      'vdsm_dhcp.verb (%s: %s); install the vdsm-dhcp '
+                      'vdsm_dhcp.setdhcp.verb (%s: %s); install the vdsm-dhcp '
                       'package and its dependencies'
                       % (type(e).__name__, e))
     try:

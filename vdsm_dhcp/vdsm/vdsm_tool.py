@@ -17,10 +17,10 @@ from . import expose  # resolves to vdsm.tool once installed
 
 def _run(subcommand, args):
     try:
-        from vdsm_dhcp import cli
+        from vdsm_dhcp.front import cli
     except Exception as e:   # not installed, or a dependency missing
         print('vdsm-tool: vdsm-dhcp is not usable on this host: cannot '
-              'import vdsm_dhcp.cli (%s: %s)' % (type(e).__name__, e),
+              'import vdsm_dhcp.front.cli (%s: %s)' % (type(e).__name__, e),
               file=sys.stderr)
         return 1
     # args[0] is the vdsm-tool command name itself.

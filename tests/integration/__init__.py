@@ -1,0 +1,2 @@
+"""Tests against real namespaces, dnsmasq, systemd and Neutron (run
+through tests/isolated)."""

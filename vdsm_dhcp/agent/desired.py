@@ -1,0 +1,309 @@
+"""Desired state: what each listed network should look like on this host.
+
+Pure: (networks file, IPAM snapshot, bridges present, host) -> plans
+(model.NetworkPlan, or model.NotServed with the reason). No I/O, so every
+rule here is tested without root.
+
+IPAM data is untrusted: each resource first crosses sources/validate.py
+(a typed value, or InvalidData with the reason). The planner after that
+point handles typed values only: a port, subnet or network that fails is
+skipped with a problem naming it, the rest is served. compute() also
+turns anything unforeseen in one network into NotServed for that network
+only: no IPAM document ever ends a reconcile round.
+"""
+import bisect
+import logging
+
+from vdsm_dhcp import logs
+from vdsm_dhcp.dnsmasq.conf import RenderError, host_lines
+from vdsm_dhcp.model import (DHCP_OWNER, HostEntry, InterfacePlan,
+                             InvalidData, NetworkPlan, NotServed,
+                             namespace_name)
+from vdsm_dhcp.sources.validate import (shown_id, validate_network,
+                                        validate_port, validate_subnet)
+from vdsm_dhcp.untrusted import show
+
+log = logging.getLogger('vdsm_dhcp.desired')
+
+
+def default_hostname(ip):
+    return 'host-' + str(ip).replace('.', '-').replace(':', '-')
+
+
+# -- planning, on typed values only ----------------------------------------
+
+def _port_entry(port, subnets):
+    """(HostEntry or None, [IP text]) of a valid port on these served
+    subnets, or InvalidData naming the problem (also when dnsmasq's host
+    line could not be rendered from it: it would never be written)."""
+    addresses, ips, first_ip = [], [], None
+    for sid, ip in port.fixed_ips:
+        subnet = subnets.get(sid)
+        if subnet is None:
+            continue  # a subnet without DHCP (or unknown): nothing to serve
+        net = subnet.network
+        if ip.version != net.version or ip not in net:
+            raise InvalidData('IP %s is outside its subnet %s (%s)'
+                              % (ip, sid, net), port.mac)
+        if ip.version == 4 and net.prefixlen < 31 and ip in (
+                net.network_address, net.broadcast_address):
+            raise InvalidData('IP %s is the network or broadcast address of '
+                              '%s' % (ip, net), port.mac)
+        if subnet.ip_version == 6 and not subnet.stateful:
+            continue  # stateless/SLAAC: the client picks its address
+        first_ip = first_ip or ip
+        addresses.append(ip)
+        ips.append(str(ip))
+    if not addresses:
+        return None, []
+    entry = HostEntry(port.id, port.mac, tuple(addresses),
+                      port.dns_name or default_hostname(first_ip))
+    try:
+        host_lines(entry)
+    except RenderError as e:
+        raise InvalidData(str(e), port.mac) from None
+    return entry, ips
+
+
+def _order(raw):
+    """Oldest first (the first created wins a conflict); only strings are
+    compared, a hostile value never reaches str()."""
+    created, pid = raw.get('created_at'), raw.get('id')
+    return (created if isinstance(created, str) else '',
+            pid if isinstance(pid, str) else '')
+
+
+def _fingerprint(raw):
+    """A hashable key of every field validate_port reads (PORT_FIELDS),
+    each with its type (1, 1.0 and True are equal but different data);
+    None when a field is not a scalar (no memo for that port). Unrolled:
+    it runs for every port of every round."""
+    get = raw.get
+    fixed = get('fixed_ips')
+    if type(fixed) is list:
+        entries = []
+        for f in fixed:
+            if type(f) is dict:
+                sid, ip = f.get('subnet_id'), f.get('ip_address')
+                entries.append((sid, type(sid), ip, type(ip)))
+            else:
+                entries.append((f, type(f)))
+        fixed = tuple(entries)
+    pid, mac, owner = get('id'), get('mac_address'), get('device_owner')
+    host, name = get('binding:host_id'), get('dns_name')
+    key = (pid, type(pid), mac, type(mac), owner, type(owner), host,
+           type(host), fixed, type(fixed), name, type(name))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _entry_or_error(raw, subnets):
+    try:
+        port = validate_port(raw)
+        return ('ok', port) + _port_entry(port, subnets)
+    except InvalidData as e:
+        return ('error', e)
+
+
+def _dhcp_port_addresses(dhcp_port, subnets):
+    """(interface addresses, subnets served) of our DHCP port."""
+    addresses, served = [], []
+    for sid, ip in dhcp_port.fixed_ips:
+        subnet = subnets.get(sid)
+        if subnet is None or subnet in served:
+            continue
+        net = subnet.network
+        if ip.version == net.version and ip in net:
+            addresses.append('%s/%d' % (ip, net.prefixlen))
+            served.append(subnet)
+    return addresses, served
+
+
+def _overlapping(blocks, plan):
+    """The accepted subnet plan's block overlaps, or None. blocks: per IP
+    version, a sorted list of disjoint (first, last, subnet): only the
+    neighbours of plan's first address can overlap it (log n, not n: a
+    document may list thousands of subnets)."""
+    net = plan.network
+    first, last = int(net.network_address), int(net.broadcast_address)
+    ranges = blocks.setdefault(net.version, [])
+    at = bisect.bisect_left(ranges, (first,))
+    if at < len(ranges) and ranges[at][0] <= last:
+        return ranges[at][2]
+    if at and ranges[at - 1][1] >= first:
+        return ranges[at - 1][2]
+    ranges.insert(at, (first, last, plan))
+    return None
+
+
+def _valid_subnets(raws, problems):
+    subnets, blocks = {}, {}
+    for raw in raws:
+        try:
+            plan = validate_subnet(raw)
+        except InvalidData as e:
+            problems.append(str(e))
+            continue
+        if plan is None:
+            continue
+        if plan.id in subnets:
+            problems.append('subnet %s is listed twice: the first one is used'
+                            % plan.id)
+            continue
+        overlap = _overlapping(blocks, plan)
+        if overlap is not None:
+            problems.append('subnet %s: %s overlaps subnet %s (%s); not '
+                            'served' % (plan.id, plan.cidr, overlap.id,
+                                        overlap.cidr))
+            continue
+        subnets[plan.id] = plan
+    return subnets
+
+
+def plan_network(listed, snapshot, bridges, host, memo=None):
+    qid, name = listed.quantum_id, listed.name
+    raw_net = snapshot.networks.get(qid)
+    if raw_net is None:
+        return NotServed(qid, name, snapshot.errors.get(qid) or
+                         'network %s is unknown to the IPAM' % qid)
+    problems = list(snapshot.notes.get(qid, ()))
+    try:
+        net = validate_network(raw_net)
+    except InvalidData as e:
+        return NotServed(qid, name, str(e), problems)
+    problems.extend(net.problems)
+    if not net.admin_state_up:
+        return NotServed(qid, name, 'network is administratively down',
+                         problems)
+    subnets = _valid_subnets(snapshot.subnets.get(qid, ()), problems)
+    if not subnets:
+        return NotServed(qid, name, 'no DHCP-enabled subnet', problems)
+    if name not in bridges:
+        return NotServed(qid, name, 'bridge %s does not exist on this host'
+                         % name, problems)
+    raw_ports = sorted(snapshot.ports.get(qid, ()), key=_order)
+    # DHCP ports (every host's): ours is the interface; the addresses of
+    # all of them belong to DHCP servers, never to a VM
+    dhcp_port, dhcp_error, reserved = None, None, {}
+    for raw in raw_ports:
+        if raw.get('device_owner') != DHCP_OWNER:
+            continue
+        try:
+            port = validate_port(raw)
+        except InvalidData as e:
+            problem = 'DHCP port %s: %s' % (shown_id(raw.get('id')), e)
+            problems.append(problem)
+            if raw.get('binding:host_id') == host and dhcp_error is None:
+                dhcp_error = problem
+            continue
+        if port.host == host and dhcp_port is None:
+            dhcp_port = port
+        reserved.setdefault(port.mac, port)
+        for _, ip in port.fixed_ips:
+            reserved.setdefault(str(ip), port)
+    if dhcp_port is None:
+        return NotServed(qid, name, dhcp_error or 'no DHCP port (device_owner '
+                         '%s) bound to host %s' % (DHCP_OWNER, host),
+                         problems)
+    addresses, served = _dhcp_port_addresses(dhcp_port, subnets)
+    for sid in sorted(set(subnets) - {s.id for s in served}):
+        problems.append('subnet %s: the DHCP port has no address in it; not '
+                        'served' % sid)
+    if not served:
+        return NotServed(qid, name, 'the DHCP port %s has no address on a '
+                         'DHCP-enabled subnet' % dhcp_port.id, problems)
+    served_ids = {s.id: s for s in served}
+    # the memo holds entries computed against these subnets only
+    subnets_key = tuple(sorted(served_ids.items()))
+    entries, fresh = {}, {}
+    if memo is not None:
+        old_key, old_entries = memo.get(qid, (None, {}))
+        entries = old_entries if old_key == subnets_key else {}
+    hosts, macs, ips, skipped = {}, {}, {}, {}
+
+    def skip(raw, why, mac):
+        problem = 'port %s skipped: %s' % (shown_id(raw.get('id')), why)
+        problems.append(problem)
+        if mac is not None:
+            skipped.setdefault(mac, problem)
+
+    for raw in raw_ports:
+        if raw.get('device_owner') == DHCP_OWNER:
+            continue
+        key = _fingerprint(raw) if memo is not None else None
+        # a change to one port of 10,000 re-validates one port
+        hit = entries.get(key) if key is not None else None
+        if hit is None:
+            hit = _entry_or_error(raw, served_ids)
+        if key is not None:
+            fresh[key] = hit
+        if hit[0] == 'error':
+            skip(raw, hit[1], hit[1].mac)
+            continue
+        port, content, port_ips = hit[1:]
+        if content is None:
+            continue
+        if port.id in hosts:
+            skip(raw, 'port id %s is listed twice' % port.id, port.mac)
+            continue
+        clash = port.mac if port.mac in reserved else None
+        for ip in port_ips:
+            if clash is None and ip in reserved:
+                clash = ip
+        if clash is not None:
+            owner = reserved[clash]
+            skip(raw, '%s %s belongs to DHCP port %s (host %s)'
+                 % ('MAC' if clash == port.mac else 'IP', clash, owner.id,
+                    shown_id(owner.host)), port.mac)
+            continue
+        if port.mac in macs:
+            skip(raw, 'MAC %s is also port %s' % (port.mac, macs[port.mac]),
+                 port.mac)
+            continue
+        taken = [ip for ip in port_ips if ip in ips]
+        if taken:
+            skip(raw, 'IP %s is also port %s' % (taken[0], ips[taken[0]]),
+                 port.mac)
+            continue
+        hosts[port.id] = content
+        macs[port.mac] = port.id
+        for ip in port_ips:
+            ips[ip] = port.id
+    if memo is not None:
+        memo[qid] = (subnets_key, fresh)    # forget ports that are gone
+    return NetworkPlan(
+        quantum_id=qid, name=name, mtu=net.mtu,
+        interface=InterfacePlan(namespace_name(qid), name, dhcp_port.mac,
+                                tuple(addresses)),
+        subnets=tuple(sorted(served, key=lambda s: s.id)),
+        hosts=hosts, macs=macs, problems=problems,
+        skipped={m: p for m, p in skipped.items() if m not in macs})
+
+
+_last_failure = {}      # quantum id -> the unexpected error last logged
+
+
+def compute(listed_networks, snapshot, bridges, host, memo=None):
+    """quantumId -> NetworkPlan or NotServed, for every listed network.
+    memo (a dict the caller keeps between calls) only saves work: the
+    result is the same with or without it. Never raises on IPAM data."""
+    plans = {}
+    for listed in listed_networks:
+        qid = listed.quantum_id
+        try:
+            plans[qid] = plan_network(listed, snapshot, bridges, host, memo)
+            _last_failure.pop(qid, None)
+        except Exception as e:     # a rule this module lacks: one network
+            reason = 'the IPAM data of this network cannot be planned ' \
+                     '(%s: %s)' % (type(e).__name__, show(str(e)))
+            if _last_failure.get(qid) != reason:
+                _last_failure[qid] = reason
+                log.exception('network %s: %s', listed.name, reason,
+                              extra=logs.network(qid, listed.name))
+            if memo is not None:
+                memo.pop(qid, None)
+            plans[qid] = NotServed(qid, listed.name, reason)
+    return plans

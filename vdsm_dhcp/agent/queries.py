@@ -1,0 +1,201 @@
+"""What the control socket asks of the agent, answered over one snapshot
+view (the list, the plans and the runtimes taken at one moment): status,
+why (one MAC), hosts and leases (one network). A part of Agent."""
+import collections
+import logging
+import os
+import time
+
+from vdsm_dhcp.agent import control
+from vdsm_dhcp.dnsmasq import leasefile
+from vdsm_dhcp.dnsmasq.conf import Files, host_lines, written_lines
+from vdsm_dhcp.host import bridges
+from vdsm_dhcp.model import namespace_name
+from vdsm_dhcp.sources.validate import normalize_mac
+
+log = logging.getLogger('vdsm_dhcp.agent')
+
+# where the plans put a MAC: the port serving it (skipped None), or the
+# reason its port was skipped (port_id None)
+Location = collections.namedtuple('Location',
+                                  'quantum_id plan port_id skipped')
+
+
+def locate(mac, plans):
+    """The Location of a (normalized) MAC in the plans: on the first
+    served network with a port of it, else on one that skipped its port;
+    None when no served network knows it. `why` and the readiness gate
+    both ask here."""
+    for qid, plan in plans.items():
+        if plan.served and mac in plan.macs:
+            return Location(qid, plan, plan.macs[mac], None)
+    for qid, plan in plans.items():
+        if plan.served and mac in plan.skipped:
+            return Location(qid, plan, None, plan.skipped[mac])
+    return None
+
+
+class Queries:
+    """Queries over the agent's state (a mixin of Agent: uses its conf,
+    lock, listed, plans, runtimes and source)."""
+
+    # -- queries (control socket) ---------------------------------------------
+    def _snapshot(self):
+        """The queries' view, taken at one moment: the reconcile replaces
+        the list and the plans and changes each dnsmasq's entries while a
+        query runs (iterating the live dicts raised "changed size")."""
+        with self._lock:
+            return list(self.listed), dict(self.plans), dict(self.runtimes)
+
+    @staticmethod
+    def _written(runtime):
+        """What dnsmasq was given (port id -> (file, entry)), read once:
+        Dnsmasq publishes a new dict per change, never edits one in place
+        (iterating the live one raised "changed size during iteration")."""
+        return runtime.dnsmasq.written if runtime else {}
+
+    def status(self, leases=False):
+        """leases=True adds each network's lease count (reads the lease
+        files: the metrics ask, the hooks' status does not)."""
+        listed, plans, runtimes = self._snapshot()
+        present = bridges.present({n.name for n in listed})
+        networks = []
+        for net in listed:
+            plan = plans.get(net.quantum_id)
+            runtime = runtimes.get(net.quantum_id)
+            applied = runtime.plan if runtime else None
+            entry = {
+                'name': net.name, 'quantumId': net.quantum_id,
+                'bridge_present': net.name in present,
+                'namespace': namespace_name(net.quantum_id)
+                if runtime else None,
+                'served': bool(applied and runtime.dnsmasq.alive()),
+                'reason': None, 'problems': [],
+                'dhcp_ips': [], 'dnsmasq_pid': None, 'hosts': 0,
+                'last_sync': None, 'error': None,
+            }
+            if plan is not None:
+                entry['problems'] = list(plan.problems)
+                if not plan.served:
+                    entry['reason'] = plan.reason
+            elif self.source_error:
+                entry['reason'] = 'IPAM source unreachable'
+            else:
+                entry['reason'] = 'not reconciled yet'
+            if runtime is not None:
+                dm = runtime.dnsmasq
+                if applied is not None:
+                    entry['dhcp_ips'] = list(applied.interface.addresses)
+                entry.update(dnsmasq_pid=dm.pid, hosts=len(dm.written),
+                             hosts_loaded=dm.loaded_count(),
+                             last_sync=runtime.last_sync,
+                             error=runtime.error, reloads=dm.reloads,
+                             restarts=dm.restarts, adopted=dm.adopted,
+                             crashes=runtime.crashes,
+                             retry_in=_seconds_until(runtime.retry_at))
+                if runtime.error and not entry['reason']:
+                    entry['reason'] = runtime.error
+                if leases:
+                    entry['leases'] = self._lease_count(net.quantum_id)
+            networks.append(entry)
+        return {
+            'pid': os.getpid(), 'host': self.conf.host,
+            'started_at': self.started_at,
+            'last_reconcile': self.last_reconcile,
+            'networks_file': self.conf.networks_file,
+            'networks_file_error': self.networks_error,
+            'source': self._source_status(),
+            'networks': networks,
+        }
+
+    def _source_status(self):
+        status = self.source.status()
+        status.setdefault('unreachable_since', None)
+        if self.source_error:     # the last snapshot failed
+            status.update(reachable=False, error=self.source_error)
+        return status
+
+    def why(self, mac):
+        try:
+            mac = normalize_mac(mac)
+        except ValueError as e:
+            raise control.ControlError(str(e)) from None
+        listed, plans, runtimes = self._snapshot()
+        names = {n.quantum_id: n.name for n in listed}
+        answer = {'mac': mac, 'network': None, 'listed': False,
+                  'port': None, 'in_dnsmasq': False, 'verdict': None}
+        where = locate(mac, plans)
+        if where is not None and where.port_id is not None:
+            qid, plan, port_id = where.quantum_id, where.plan, where.port_id
+            runtime = runtimes.get(qid)
+            written = self._written(runtime)
+            loaded = bool(runtime) and runtime.dnsmasq.loaded(port_id)
+            answer.update(network=names.get(qid, plan.name),
+                          quantumId=qid, listed=True,
+                          port=port_id, written=port_id in written,
+                          in_dnsmasq=loaded,
+                          entry='\n'.join(host_lines(
+                              plan.hosts[port_id])))
+            answer['verdict'] = (
+                'served: loaded by dnsmasq pid %s' % runtime.dnsmasq.pid
+                if loaded else 'known to the IPAM, not yet loaded by '
+                'dnsmasq' + (' (written, waiting for dnsmasq to read it)'
+                             if port_id in written else ''))
+            return answer
+        if where is not None:      # skipped, and why
+            answer.update(network=None, quantumId=where.quantum_id,
+                          listed=True, verdict='not served: ' + where.skipped)
+            return answer
+        answer['verdict'] = ('no port with this MAC on any network listed '
+                             'for this host (%s)' % (', '.join(
+                                 n.name for n in listed) or 'none'))
+        return answer
+
+    def _listed(self, network):
+        """A listed network by name or quantumId."""
+        if not isinstance(network, str):
+            raise control.ControlError('"network" must be a network name '
+                                       'or quantumId')
+        for net in list(self.listed):
+            if network in (net.name, net.quantum_id):
+                return net
+        raise control.ControlError('network %r is not in the networks file'
+                                   % network)
+
+    def hosts(self, network):
+        net = self._listed(network)
+        with self._lock:
+            runtime = self.runtimes.get(net.quantum_id)
+        entries = sorted(({'port': port_id, 'entry': line}
+                          for port_id, (_, value) in
+                          self._written(runtime).items()
+                          for line in written_lines(value)),
+                         key=lambda e: (e['entry'], e['port']))
+        return {'network': net.name, 'quantumId': net.quantum_id,
+                'hosts': entries}
+
+    def _lease_count(self, qid):
+        try:
+            return len(leasefile.read(Files(
+                self.conf.state_dir, qid).leases)[0])
+        except OSError:
+            return None
+
+    def leases(self, network):
+        """dnsmasq's leases of a network (the CLI asks: it never reads the
+        agent's files); lines that do not parse are counted, not fatal."""
+        net = self._listed(network)
+        path = Files(self.conf.state_dir, net.quantum_id).leases
+        try:
+            leases, unparsed = leasefile.read(path)
+        except OSError as e:
+            raise control.ControlError('cannot read the leases of %s: %s'
+                                       % (net.name, e.strerror or e))
+        return {'network': net.name, 'quantumId': net.quantum_id,
+                'leases': leases, 'unparsed_lines': unparsed}
+
+
+def _seconds_until(monotonic_time):
+    if monotonic_time is None:
+        return None
+    return round(max(0.0, monotonic_time - time.monotonic()), 1)

@@ -1,0 +1,2 @@
+"""Everything that knows dnsmasq: its language (conf, pure), its process,
+and when it has really loaded an entry (readiness)."""

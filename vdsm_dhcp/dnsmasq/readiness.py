@@ -1,0 +1,337 @@
+"""When has dnsmasq really loaded a host entry? (the truthful "ready")
+
+Not when we wrote the file, nor when we sent SIGHUP: when dnsmasq's own log
+says `read <hostsdir>/<file>` after our write, and dnsmasq has since gone
+back to poll() (after reading a file it reconciles its leases, and answers
+nothing until done). The log is tailed incrementally; positions are counted
+in lines seen, so rotating the log does not confuse it. dnsmasq runs with
+--dhcp-ignore=tag:!known and --quiet-dhcp: a tenant's packets do not reach
+the log (only errors such as a crafted DECLINE would).
+"""
+import logging
+import os
+import threading
+import time
+
+from vdsm_dhcp.dnsmasq.watcher import WATCHER
+
+log = logging.getLogger('vdsm_dhcp.readiness')
+
+# poll(2) and ppoll(2) on x86_64, ppoll on aarch64: dnsmasq's idle wait
+IDLE_SYSCALLS = {'7', '271', '73'}
+
+
+def dnsmasq_idle(pid):
+    """dnsmasq sits in its poll loop (not reading, not reconciling)."""
+    try:
+        with open('/proc/%d/syscall' % pid) as f:
+            nr = f.read().split(' ', 1)[0]
+        if nr in IDLE_SYSCALLS:
+            return True
+        with open('/proc/%d/wchan' % pid) as f:
+            return 'poll' in f.read()
+    except OSError:
+        return False
+
+
+# Called with the seconds from a host entry's write to dnsmasq having
+# loaded it (the agent's metrics); None: not measured.
+on_loaded = None
+
+
+class LoadTracker:
+    CHUNK = 1 << 20    # bytes read at once (a big log, bounded memory)
+    WRITER_CHECK = 30.0
+
+    def __init__(self, log_path, hosts_dir):
+        self.log_path = log_path
+        self.prefix = ' read %s/' % hosts_dir
+        self._prefix_b = os.fsencode(self.prefix)
+        self._old = None       # (fd, dnsmasq pid) of a rotated log
+        self._writer_checked = True
+        self._next_check = time.monotonic() + self.WRITER_CHECK
+        self._rotate_error = None
+        self._lock = threading.Lock()
+        self._pos = 0
+        self._ino = None       # of the log file _pos is in
+        self._partial = b''
+        self._lines = 0
+        self._read_at = {}     # file name -> line count when last read
+        self._pending = {}     # port id -> (file name, line count at write)
+        self._since = {}       # port id -> monotonic time of the write
+        self.pid = None        # dnsmasq's, as last given to confirm()
+
+    def start_at_end(self):
+        """Ignore what the log already holds (a new or adopted dnsmasq)."""
+        with self._lock:
+            try:
+                st = os.stat(self.log_path)
+                self._pos, self._ino = st.st_size, st.st_ino
+            except OSError:
+                self._pos, self._ino = 0, None
+            self._partial = b''
+            if self._old is not None:
+                os.close(self._old[0])
+                self._old = None
+            self._writer_checked = False
+
+    def _tail(self):
+        if self._old is not None and not self._drain_old():
+            return    # dnsmasq still writes the rotated file: keep order
+        try:
+            fd = os.open(self.log_path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            # truncated, or replaced by someone else's rotation
+            if st.st_size < self._pos or self._ino not in (None, st.st_ino):
+                self._pos, self._partial = 0, b''
+            self._ino = st.st_ino
+            self._read_from(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _read_from(self, fd):
+        while True:
+            data = os.pread(fd, self.CHUNK, self._pos)
+            if not data:
+                return
+            self._pos += len(data)
+            self._consume(data)
+
+    def _drain_old(self):
+        """Read the rotated log dnsmasq may still append to; once it has
+        reopened its log (it no longer holds the old file), read that to
+        its end and move on to the new one. Returns whether it did."""
+        fd, pid = self._old
+        try:
+            self._read_from(fd)
+            if _holds(pid, fd):
+                return False
+            self._read_from(fd)      # nothing can be added any more
+        except OSError:
+            pass
+        if self._partial:            # a last line without its newline
+            self._consume(b'\n')
+        os.close(fd)
+        self._old, self._pos, self._ino = None, 0, None
+        return True
+
+    def _consume(self, data):
+        """Count lines and note our hosts files read. Only the lines that
+        name our hosts dir are decoded: a log full of other lines (a
+        tenant's flood) costs a scan at C speed, not Python per line."""
+        data = self._partial + data
+        end = data.rfind(b'\n') + 1
+        self._partial = data[end:]
+        line_no, counted = self._lines, 0
+        at = data.find(self._prefix_b, 0, end)
+        while at >= 0:
+            start = data.rfind(b'\n', 0, at) + 1
+            stop = data.find(b'\n', at)
+            line_no += data.count(b'\n', counted, start) + 1
+            counted = stop + 1
+            name = data[at + len(self._prefix_b):stop].decode(
+                errors='replace')
+            # "cannot read F: No such file": F was deleted before dnsmasq
+            # got to it, nothing was loaded
+            if data[max(start, at - len(CANNOT)):at] == CANNOT:
+                self._read_at.pop(name.rsplit(':', 1)[0].strip(), None)
+            else:
+                self._read_at[name.strip()] = line_no
+            at = data.find(self._prefix_b, counted, end)
+        self._lines = line_no + data.count(b'\n', counted, end)
+
+    def expect(self, files_by_port):
+        """About to write these files (port id -> file name): they are
+        pending until dnsmasq logs reading them."""
+        with self._lock:
+            self._tail()
+            now = time.monotonic()
+            for port_id, name in files_by_port.items():
+                self._pending[port_id] = (name, self._lines)
+                self._since[port_id] = now
+        WATCHER.watch(self)
+
+    def expect_idle(self, port_ids):
+        """Entries already on disk when a running dnsmasq was adopted: it
+        read them by inotify when they were written; once it is seen idle,
+        it has nothing left to read."""
+        with self._lock:
+            for port_id in port_ids:
+                self._pending[port_id] = (None, None)
+
+    def forget(self, port_ids):
+        with self._lock:
+            for port_id in port_ids:
+                self._pending.pop(port_id, None)
+                self._since.pop(port_id, None)
+
+    def confirm(self, pid):
+        """Move what dnsmasq has now loaded out of pending."""
+        with self._lock:
+            self.pid = pid
+            if not self._pending:
+                return
+            self._tail()
+            moved = self._move_loaded()
+        if moved:
+            WATCHER.notify()
+
+    def _move_loaded(self):
+        if not self.pid or not dnsmasq_idle(self.pid):
+            return False
+        before = len(self._pending)
+        now = time.monotonic()
+        for port_id, (name, line) in list(self._pending.items()):
+            if name is None or self._read_at.get(name, 0) > line:
+                del self._pending[port_id]
+                since = self._since.pop(port_id, None)
+                if since is not None and name is not None and on_loaded:
+                    on_loaded(now - since)
+        return len(self._pending) < before
+
+    def settle(self):
+        """For the watcher, when the log grew: confirm with the last known
+        pid. Returns (moved any out of pending, dnsmasq read something
+        pending but is still busy: look again soon)."""
+        with self._lock:
+            if not self._pending:
+                return False, False
+            self._tail()
+            moved = self._move_loaded()
+            busy = bool(self.pid) and os.path.exists(
+                '/proc/%d' % self.pid) and any(
+                name is None or self._read_at.get(name, 0) > line
+                for name, line in self._pending.values())
+            return moved, busy
+
+    def pending(self, port_id):
+        with self._lock:
+            return port_id in self._pending
+
+    def pending_count(self):
+        with self._lock:
+            return len(self._pending)
+
+    def check_writer(self, pid, reopen):
+        """Does dnsmasq write the log we read? Looked at once after
+        adoption, then every WRITER_CHECK seconds. A previous agent may
+        have died between renaming the log and signalling dnsmasq (it then
+        writes log.1: read that from its end until dnsmasq has reopened),
+        or dnsmasq lost its log (after a failed write, ENOSPC, it logs to
+        syslog for good). Either way, reopen(): no port would ever be
+        ready again."""
+        now = time.monotonic()
+        with self._lock:
+            if self._old is not None or (
+                    self._writer_checked and now < self._next_check):
+                return False
+            self._writer_checked = True
+            self._next_check = now + self.WRITER_CHECK
+            try:
+                fd = os.open(self.log_path, os.O_RDONLY)
+                try:
+                    if _holds(pid, fd):
+                        return False
+                finally:
+                    os.close(fd)
+                old = os.open(self.log_path + '.1', os.O_RDONLY)
+            except OSError:
+                old = None
+            if old is not None and _holds(pid, old):
+                self._old = (old, pid)
+                self._pos, self._partial = os.fstat(old).st_size, b''
+            elif old is not None:
+                os.close(old)
+        log.warning('%s: dnsmasq pid %d does not write this log; asking it '
+                    'to reopen it', self.log_path, pid)
+        reopen()
+        return True
+
+    def rotate(self, max_bytes, pid, owner, reopen):
+        """Past max_bytes: the log becomes log.1 and a fresh empty log,
+        owned by dnsmasq's user (it has dropped privileges: it could not
+        create one), takes its name; then reopen() (SIGUSR2: dnsmasq
+        reopens its log by name). No line is lost and none read out of
+        order: dnsmasq appends to log.1 until it reopens, and log.1 is
+        read to its end, once dnsmasq no longer holds it, before the new
+        log is read (copy+truncate would lose what dnsmasq writes between
+        the copy and the truncation)."""
+        with self._lock:
+            if self._old is not None and not self._drain_old():
+                return False     # the last rotation is not done yet
+            try:
+                size = os.path.getsize(self.log_path)
+            except FileNotFoundError:
+                size = None      # removed by hand: dnsmasq needs a new one
+            except OSError:
+                return False
+            if size is not None and size <= max_bytes:
+                return False
+            fresh = self.log_path + '.new'
+            old = None
+            try:
+                _unlink_quiet(fresh)
+                fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                             0o644)
+                try:
+                    os.fchown(fd, owner, -1)
+                finally:
+                    os.close(fd)
+                if size is not None:
+                    self._tail()
+                    old = os.open(self.log_path, os.O_RDONLY)
+                    # link, then rename over: the log has a name at every
+                    # instant (an agent killed here leaves a log to read)
+                    _unlink_quiet(self.log_path + '.1')
+                    os.link(self.log_path, self.log_path + '.1')
+                os.rename(fresh, self.log_path)
+            except OSError as e:
+                if str(e) != self._rotate_error:
+                    log.error('cannot rotate %s: %s', self.log_path, e)
+                self._rotate_error = str(e)
+                if old is not None:
+                    os.close(old)
+                _unlink_quiet(fresh)
+                return False
+            self._rotate_error = None
+            if old is not None:
+                self._old = (old, pid)
+            else:
+                self._pos, self._partial, self._ino = 0, b'', None
+        reopen()
+        return True
+
+
+CANNOT = b' cannot'
+
+
+def _holds(pid, fd):
+    """pid has the file behind fd open as a descriptor above 2 (its
+    stderr, the log it was started with, is only written when it dies)."""
+    st = os.fstat(fd)
+    try:
+        names = os.listdir('/proc/%d/fd' % pid)
+    except OSError:
+        return False          # gone: it writes nothing any more
+    for name in names:
+        if not name.isdigit() or int(name) <= 2:
+            continue
+        try:
+            other = os.stat('/proc/%d/fd/%s' % (pid, name))
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def _unlink_quiet(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
