@@ -102,7 +102,8 @@ class Churn:
                 listed = {}
                 for name in names:
                     entries = conn.call('hosts', network=name)['hosts']
-                    listed[name] = {e.split(',', 1)[0] for e in entries}
+                    listed[name] = {e['entry'].split(',', 1)[0]
+                                    for e in entries}
                 for mac, (name, at) in dels:
                     if mac not in listed[name]:
                         self._done(mac, at, 'del', self.pending_del)
