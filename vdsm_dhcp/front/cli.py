@@ -143,30 +143,37 @@ def cmd_status(conf, args):
     return 0
 
 
-def cmd_hosts(conf, args):
+def _query(conf, args, cmd, request, show):
+    """One request to the agent, its answer as JSON (--json) or shown by
+    `show` for a human."""
     try:
-        answer = client.call(conf.run_dir, 'hosts', {'network': args.network})
+        answer = client.call(conf.run_dir, cmd, request)
     except client.ControlError as e:
         return _fail(str(e))
     if args.json:
         _print_json(answer)
-        return 0
+    else:
+        show(answer)
+    return 0
+
+
+def cmd_hosts(conf, args):
+    return _query(conf, args, 'hosts', {'network': args.network}, _show_hosts)
+
+
+def _show_hosts(answer):
     print('# %s (%s): %d entries' % (answer['network'], answer['quantumId'],
                                      len(answer['hosts'])))
     for host in answer['hosts']:
         print('%-60s %s' % (host['entry'], host['port']))
-    return 0
 
 
 def cmd_leases(conf, args):
-    try:
-        answer = client.call(conf.run_dir, 'leases',
-                             {'network': args.network})
-    except client.ControlError as e:
-        return _fail(str(e))
-    if args.json:
-        _print_json(answer)
-        return 0
+    return _query(conf, args, 'leases', {'network': args.network},
+                  _show_leases)
+
+
+def _show_leases(answer):
     leases = answer['leases']
     print('# %s (%s): %d leases' % (answer['network'], answer['quantumId'],
                                     len(leases)))
@@ -175,24 +182,19 @@ def cmd_leases(conf, args):
         print('%-17s %-39s %-20s %s' % (
             lease['mac'] or '-', lease['ip'], lease['hostname'],
             'expires in %ds' % left if lease['expires'] else 'infinite'))
-    return 0
 
 
 def cmd_why(conf, args):
-    try:
-        answer = client.call(conf.run_dir, 'why', {'mac': args.mac})
-    except client.ControlError as e:
-        return _fail(str(e))
-    if args.json:
-        _print_json(answer)
-        return 0
+    return _query(conf, args, 'why', {'mac': args.mac}, _show_why)
+
+
+def _show_why(answer):
     print('%s: %s' % (answer['mac'], answer['verdict']))
     if answer.get('network'):
         print('  network %s (%s), port %s' % (answer['network'],
                                               answer['quantumId'],
                                               answer['port']))
         print('  entry: %s' % answer.get('entry'))
-    return 0
 
 
 def cmd_wait(conf, args):
