@@ -27,6 +27,13 @@ def pytest_configure(config):
     leftovers.raise_on_sigterm()
 
 
+def pytest_runtest_teardown(item, nextitem):
+    """A SIGTERM whose exception was swallowed still ends the session,
+    after this test's teardown."""
+    if leftovers.terminated():
+        item.session.shouldstop = 'SIGTERM received'
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     """After every fixture's teardown (pytest's own sessionfinish runs

@@ -32,6 +32,16 @@ class Terminated(KeyboardInterrupt):
     (fixture teardown, close(), cleanup) runs."""
 
 
+TERMINATED = []     # the signal, once one arrived (see terminated())
+
+
+def terminated():
+    """Did a SIGTERM arrive? The exception it raised can be swallowed (a
+    signal handled while the main thread ran a finalizer: "Exception
+    ignored in ..."): the test session also checks this between tests."""
+    return bool(TERMINATED)
+
+
 def raise_on_sigterm():
     """From now on a SIGTERM raises Terminated in the main thread; only the
     first one (a second must not abort the cleanup the first started).
@@ -42,7 +52,7 @@ def raise_on_sigterm():
     must die as by default, never unwind the parent's stack copy (that
     ran the test's teardown in the child: the lab dir vanished under the
     running test)."""
-    fired = []
+    fired = TERMINATED
     owner = os.getpid()
 
     def handler(signum, frame):
