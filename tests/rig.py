@@ -420,6 +420,18 @@ class AgentProcess:
             return f.read()
 
 
+def stop_process(proc, grace=5):
+    """SIGTERM, then SIGKILL if it is not gone within `grace` seconds;
+    reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def kill_leftover_dnsmasq(state_dir):
     """Last resort for a failed test: end the dnsmasq processes under
     state_dir, by the PID in their pid files (checked against cmdline)."""
@@ -504,13 +516,7 @@ class VM6(VM):
                     and time.monotonic() < deadline:
                 time.sleep(0.01)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
             _kill_pidfile(pidf, 'dhclient')
             for path in (lease, pidf):
                 try:

@@ -33,6 +33,12 @@ _TRUE = ('true', '1', 'on', 'yes')
 _FALSE = ('false', '0', 'off', 'no')
 
 
+def parse_bool(text):
+    """oslo's booleans: True or False, or None for anything else."""
+    word = text.strip().lower()
+    return True if word in _TRUE else False if word in _FALSE else None
+
+
 class Settings:
     def __init__(self, path=None, problem=None, **values):
         self.path = path          # the file read, or None for the defaults
@@ -110,9 +116,9 @@ def load(explicit=None):
             problems.append('[hooks] wait_timeout = %r is not a number of '
                             'seconds >= 0' % hooks['wait_timeout'])
     if 'strict' in hooks:
-        word = hooks['strict'].lower()
-        if word in _TRUE or word in _FALSE:
-            values['strict'] = word in _TRUE
+        strict = parse_bool(hooks['strict'])
+        if strict is not None:
+            values['strict'] = strict
         else:
             problems.append('[hooks] strict = %r is not a boolean'
                             % hooks['strict'])

@@ -264,12 +264,7 @@ class Dhclient4:
                     break
                 time.sleep(0.01)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            rig.stop_process(proc)
         return (rig.read_env(out) if os.path.exists(out) else None), took
 
 

@@ -73,13 +73,11 @@ def _overrides(conf):
                 % raw)
     raw = os.environ.get('dhcp_wait_strict')
     if raw:
-        word = raw.strip().lower()
-        if word in ('1', 'true', 'yes', 'on'):
-            strict = True
-        elif word in ('0', 'false', 'no', 'off'):
-            strict = False
-        else:
+        value = settings.parse_bool(raw)
+        if value is None:
             log('ignoring dhcp_wait_strict=%r: not true or false' % raw)
+        else:
+            strict = value
     return timeout, strict
 
 
