@@ -399,9 +399,15 @@ class AgentProcess:
         raise KeyError(name)
 
     def wait_served(self, name, timeout=HANG):
-        return wait_for(lambda: self.network(name)['served'] and
-                        self.network(name), timeout,
-                        what='network %s served' % name)
+        # 'sync' and SIGHUP only queue a round: until it ran, a newly listed
+        # network is not in the status yet, which is "not served yet"
+        def served():
+            try:
+                st = self.network(name)
+            except KeyError:
+                return None
+            return st['served'] and st
+        return wait_for(served, timeout, what='network %s served' % name)
 
     def reload(self):
         self.proc.send_signal(signal.SIGHUP)

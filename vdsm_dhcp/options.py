@@ -149,6 +149,13 @@ dnsmasq_opts = [
     cfg.StrOpt('group', default=None, sample_default='nogroup or nobody',
                help='Its group (default: nogroup where it exists, else '
                     'nobody).'),
+    cfg.IntOpt('shard_size', default=600, min=1,
+               help='Hosts per dnsmasq. A network with more hosts is '
+                    'served by several dnsmasq ("shards"), each with its own '
+                    'DHCP port of this host (the Neutron source makes them; '
+                    'with the file source, list them): dnsmasq pays '
+                    'O(leases x hosts) per change, so small shards keep '
+                    'every change cheap.'),
     cfg.IntOpt('batch_threshold', default=2, min=2,
                help='New ports applied together, at least this many, go '
                     'into one batch file: one read by dnsmasq, not many.'),
