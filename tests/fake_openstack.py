@@ -4,8 +4,9 @@
 
 FakeNeutron serves the few calls the agent makes, in Neutron API v2 shape
 (list filters, `fields=`, pagination with `<resource>_links`, ports
-created/updated/deleted with addresses from the subnet, revision_number
-bumped on each change). `fault` switches what it answers:
+created (one, or in bulk unless `bulk` is False)/updated/deleted with
+addresses from the subnet (409 when it is full), revision_number bumped on
+each change). `fault` switches what it answers:
 
     neutron.fault = Fault.status(500)           # every request
     neutron.fault = Fault.body(b'<html>')       # a 200 with that body
@@ -129,6 +130,10 @@ class _Server:
         self.close()
 
 
+class SubnetFull(Exception):
+    pass
+
+
 def _now():
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
@@ -141,6 +146,7 @@ class FakeNeutron(_Server):
         self.lock = threading.Lock()
         self.data = {r: {} for r in self.RESOURCES}
         self._fault = None
+        self.bulk = True    # False: a bulk create is a 400, as allow_bulk
 
     # -- switching faults -------------------------------------------------
     @property
@@ -214,8 +220,11 @@ class FakeNeutron(_Server):
         used = {f['ip_address'] for p in self.data['ports'].values()
                 for f in p.get('fixed_ips') or ()} | {subnet['gateway_ip']}
         net = ipaddress.ip_network(subnet['cidr'])
-        return next(str(ip) for ip in list(net.hosts())[9:]
-                    if str(ip) not in used)
+        free = next((str(ip) for ip in list(net.hosts())[9:]
+                     if str(ip) not in used), None)
+        if free is None:
+            raise SubnetFull(subnet_id)
+        return free
 
     def _new_port(self, attrs):
         """Under self.lock."""
@@ -255,8 +264,7 @@ class FakeNeutron(_Server):
             return h.reply(405, b'{}')
         with self.lock:
             if method == 'POST' and len(parts) == 2:
-                port = self._new_port(body['port'])
-                return h.reply(201, json.dumps({'port': port}).encode())
+                return self._create(h, body)
             port_id = parts[2] if len(parts) == 3 else None
             if port_id not in self.data['ports']:
                 return h.reply(404, b'{"NeutronError": {}}')
@@ -276,6 +284,26 @@ class FakeNeutron(_Server):
                 self.data['ports'][port_id] = port
                 return h.reply(200, json.dumps({'port': port}).encode())
         return h.reply(405, b'{}')
+
+    def _create(self, h, body):
+        """POST /v2.0/ports, one ({"port": ...}) or bulk ({"ports":
+        [...]}, all or nothing, as Neutron's): under self.lock."""
+        if 'ports' in body and not self.bulk:
+            return h.reply(400, json.dumps({'NeutronError': {
+                'type': 'BadRequest', 'detail': '',
+                'message': 'Bulk operation not supported'}}).encode())
+        before = dict(self.data['ports'])
+        try:
+            made = [self._new_port(attrs)
+                    for attrs in body.get('ports', [body.get('port')])]
+        except SubnetFull:
+            self.data['ports'] = before
+            return h.reply(409, json.dumps({'NeutronError': {
+                'type': 'IpAddressGenerationFailure', 'detail': '',
+                'message': 'No more IP addresses available on network'
+            }}).encode())
+        doc = {'ports': made} if 'ports' in body else {'port': made[0]}
+        return h.reply(201, json.dumps(doc).encode())
 
     def _list(self, resource, params):
         fields = params.get('fields')

@@ -326,6 +326,48 @@ class VM:
             sock.close()
         return sorted(found)
 
+    def request(self, ip, server=None, prefix=24, wait=3.0):
+        """A bound client's DHCPREQUEST for its address `ip` (ciaddr): a
+        RENEW, unicast to `server`, or with server=None a REBIND,
+        broadcast to every server (RFC 2131 4.4.5). The VM takes `ip` on
+        eth0 first, as a bound client has it: the answer comes unicast.
+        Returns every answer within `wait` s: [(server id, message type
+        5 ACK / 6 NAK, yiaddr)] sorted."""
+        with NetNS(self.ns) as ns:
+            index = ns.link_lookup(ifname='eth0')[0]
+            if not any(a.get_attr('IFA_ADDRESS') == ip
+                       for a in ns.get_addr(index=index, family=2)):
+                ns.addr('add', index=index, address=ip, prefixlen=prefix)
+        xid = int.from_bytes(os.urandom(4), 'big')
+        chaddr = bytes.fromhex(self.mac.replace(':', ''))
+        packet = (struct.pack('!BBBBIHH4s4s4s4s16s192sI', 1, 1, 6, 0, xid,
+                              0, 0, socket.inet_aton(ip), bytes(4),
+                              bytes(4), bytes(4), chaddr.ljust(16, b'\0'),
+                              bytes(192), 0x63825363) +
+                  bytes([53, 1, 3, 255]))           # DHCPREQUEST, end
+        sock = netns.create_socket(self.ns, socket.AF_INET, socket.SOCK_DGRAM)
+        found = set()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            b'eth0')
+            sock.bind(('0.0.0.0', 68))
+            sock.sendto(packet, (server or '255.255.255.255', 67))
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    reply = sock.recv(4096)
+                except socket.timeout:
+                    break
+                answer = _parse_reply(reply, xid)
+                if answer and answer[1] in (5, 6):
+                    found.add(answer)
+        finally:
+            sock.close()
+        return sorted(found)
+
     def discovered(self):
         """The last dhcp() did broadcast a DISCOVER: "no lease" then means
         nobody answered, not that the client never ran."""
@@ -334,6 +376,15 @@ class VM:
 
 def _parse_offer(packet, xid):
     """(server id, offered IP) of a BOOTREPLY DHCPOFFER for xid, or None."""
+    answer = _parse_reply(packet, xid)
+    if answer is None or answer[1] != 2:
+        return None
+    return answer[0], answer[2]
+
+
+def _parse_reply(packet, xid):
+    """(server id, DHCP message type, yiaddr) of a BOOTREPLY for xid, or
+    None."""
     if len(packet) < 240 or packet[0] != 2 or \
             struct.unpack('!I', packet[4:8])[0] != xid or \
             packet[236:240] != b'\x63\x82\x53\x63':
@@ -348,9 +399,10 @@ def _parse_offer(packet, xid):
         code, size = packet[i], packet[i + 1]
         options[code] = packet[i + 2:i + 2 + size]
         i += 2 + size
-    if options.get(53) != b'\x02' or len(options.get(54, b'')) != 4:
+    if len(options.get(53, b'')) != 1 or len(options.get(54, b'')) != 4:
         return None
-    return (socket.inet_ntoa(options[54]), socket.inet_ntoa(packet[16:20]))
+    return (socket.inet_ntoa(options[54]), options[53][0],
+            socket.inet_ntoa(packet[16:20]))
 
 
 def read_env(path):

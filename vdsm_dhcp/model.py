@@ -2,7 +2,8 @@
 give it (Snapshot), what validation makes of its resources (NetworkInfo,
 SubnetPlan, Port, or InvalidData), and what the planner makes of a
 network (NetworkPlan with its InterfacePlan, or NotServed); plus the one
-naming authority for our namespaces (namespace_name: qdhcp-<quantumId>).
+naming authority for our namespaces (namespace_name: qdhcp-<quantumId>,
+and qdhcp-<quantumId>.<DHCP port id> for a big network's further shards).
 
 Pure data: no I/O, no behaviour module imported.
 """
@@ -132,17 +133,39 @@ class InterfacePlan:
 
 
 @dataclass
+class ShardPlan:
+    """One dnsmasq of a network: its unit id (the network's quantumId for
+    the first shard, else "<quantumId>.<DHCP port id>": see unit_id), its
+    interface (own namespace, own DHCP port) and the hosts it serves."""
+    unit: str
+    interface: InterfacePlan
+    hosts: dict                      # port id -> HostEntry
+
+
+@dataclass
 class NetworkPlan:
     quantum_id: str
     name: str
     mtu: int
-    interface: InterfacePlan
+    interface: InterfacePlan         # the first shard's (all of a small one)
     subnets: tuple                   # of SubnetPlan, DHCP-enabled, served
-    hosts: dict                      # port id -> HostEntry
+    hosts: dict                      # port id -> HostEntry, every shard's
     macs: dict                       # MAC -> port id
     problems: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)   # MAC -> why not served
+    # one per dnsmasq; a small network has one, holding every host
+    shards: tuple = ()
+    # port id -> unit id, when there are several shards
+    owners: dict = field(default_factory=dict)
     served = True
+
+    @property
+    def sharded(self):
+        return len(self.shards) > 1
+
+    def unit_of(self, port_id):
+        """The unit id of the shard that serves this port."""
+        return self.owners.get(port_id, self.quantum_id)
 
 
 @dataclass
@@ -198,6 +221,26 @@ def _same(a, b):
         return False
 
 
-def namespace_name(quantum_id):
-    """The network's namespace: the one place the qdhcp- name is made."""
-    return NS_PREFIX + quantum_id
+# a shard's unit id is "<quantumId>.<DHCP port id>": neither holds a dot
+UNIT_SEP = '.'
+
+
+def unit_id(quantum_id, dhcp_port_id=None):
+    """The id of one dnsmasq of a network (its namespace, state dir and
+    devices are named from it): the network's quantumId for the first
+    shard (a small network is exactly as it always was), else
+    "<quantumId>.<DHCP port id>"."""
+    if dhcp_port_id is None:
+        return quantum_id
+    return quantum_id + UNIT_SEP + dhcp_port_id
+
+
+def network_of(unit):
+    """The quantumId of a unit id."""
+    return unit.split(UNIT_SEP, 1)[0]
+
+
+def namespace_name(unit):
+    """A network's (or shard's) namespace: the one place the qdhcp- name
+    is made."""
+    return NS_PREFIX + unit

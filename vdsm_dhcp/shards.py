@@ -13,6 +13,8 @@ shard it the same way.
 import hashlib
 import math
 
+from vdsm_dhcp.model import InterfacePlan, ShardPlan, namespace_name, unit_id
+
 # a shard count does not shrink until the network has clearly shrunk:
 # hosts moved between shards wait for their REBIND (T2) to be answered
 SHRINK_BELOW = 0.8
@@ -64,6 +66,46 @@ class Assignment:
             found = self._owners[mac] = owner(mac, keys)
         return found
 
-    def forget(self, macs):
-        for mac in macs:
-            self._owners.pop(mac, None)
+    def size(self):
+        return len(self._owners)
+
+
+def split(plan, usable, shard_size, state):
+    """Split a big network's hosts (a NetworkPlan with its one shard) over
+    the `usable` DHCP ports of this host [(port, its interface addresses)],
+    oldest first: the first is the network's own interface. As many as
+    shards_needed says; `state` (a dict the caller keeps per network)
+    holds the last count and the Assignment memo."""
+    qid, hosts = plan.quantum_id, plan.hosts
+    count = shards_needed(len(hosts), shard_size, len(usable),
+                          state.get('count'))
+    state['count'] = count
+    if count * shard_size < len(hosts):
+        plan.problems.append(
+            '%d hosts need %d DHCP ports of this host to stay within '
+            'shard_size %d; %d usable: each dnsmasq serves more, and every '
+            'change costs more' % (len(hosts), -(-len(hosts) // shard_size),
+                                   shard_size, len(usable)))
+    if count < 2:
+        return
+    shards = [plan.shards[0]]
+    for port, addresses in usable[1:count]:
+        unit = unit_id(qid, port.id)
+        shards.append(ShardPlan(unit, InterfacePlan(
+            namespace_name(unit), plan.name, port.mac, tuple(addresses)),
+            {}))
+    # the rendezvous keys are the DHCP port ids: stable while the ports
+    # are, whatever their order or unit names
+    keys = [port.id for port, _ in usable[:count]]
+    unit_by_key = dict(zip(keys, (s.unit for s in shards)))
+    assignment = state.get('assignment')
+    if assignment is None or assignment.size() > 2 * len(hosts) + 64:
+        # new, or holding many MACs that are gone: start afresh
+        assignment = state['assignment'] = Assignment()
+    hosts_of = {s.unit: {} for s in shards}
+    for port_id, entry in hosts.items():
+        unit = unit_by_key[assignment.owner(entry.mac, keys)]
+        hosts_of[unit][port_id] = entry
+        plan.owners[port_id] = unit
+    plan.shards = tuple(ShardPlan(s.unit, s.interface, hosts_of[s.unit])
+                        for s in shards)

@@ -12,6 +12,7 @@ from tests.fake_openstack import FakeKeystone
 from tests.rig import wait_for
 from vdsm_dhcp import options
 from vdsm_dhcp import settings
+from vdsm_dhcp.sources.neutron_ports import dhcp_device_id
 
 PHYSNET = {'provider:network_type': 'flat',
            'provider:physical_network': 'physnet1'}
@@ -20,9 +21,9 @@ PHYSNET = {'provider:network_type': 'flat',
 @pytest.fixture
 def neutron_host(neutron, make_host):
     """A host whose agent takes its IPAM from the Neutron lab."""
-    def make(notifications=True, poll=0.5, name='host-a'):
+    def make(notifications=True, poll=0.5, name='host-a', **conf):
         host = make_host(name)
-        extra = dict(source='neutron', neutron__auth_type='none',
+        extra = dict(conf, source='neutron', neutron__auth_type='none',
                      neutron__endpoint=neutron.url,
                      neutron__poll_interval=poll)
         if notifications:
@@ -183,6 +184,47 @@ def test_dropped_network_releases_its_dhcp_port(neutron, neutron_host, lab):
     host.networks()
     agent.stop()
     assert not our_dhcp_ports(neutron, blue), agent.log()[-4000:]
+
+
+def test_one_dhcp_port_per_shard(neutron, neutron_host, lab):
+    """shard_size 3 and 7 VM ports: three DHCP ports of this host, made in
+    one bulk request by the real Neutron, each its own address from the
+    IPAM; a fourth when the network grows; the same ones after a restart;
+    all released when the network is dropped."""
+    host = neutron_host(notifications=False, dnsmasq__shard_size=3)
+    net, sub = neutron_network(neutron, lab, 'nsh', '10.70.0.0/24')
+    vms = [neutron.create_port(net['id']) for _ in range(7)]
+    host.networks(('nsh', net['id']))
+    agent = host.agent()
+    agent.wait_served('nsh', timeout=30)
+    ours = sorted(our_dhcp_ports(neutron, net), key=lambda p: p['name'])
+    base = dhcp_device_id('host-a', net['id'])
+    assert [(p['name'], p['device_id']) for p in ours] == [
+        ('vdsm-dhcp-host-a', base),
+        ('vdsm-dhcp-host-a-shard1', base + '-shard1'),
+        ('vdsm-dhcp-host-a-shard2', base + '-shard2')]
+    ips = {p['fixed_ips'][0]['ip_address'] for p in ours}
+    assert len(ips) == 3 and not ips & {
+        vm['fixed_ips'][0]['ip_address'] for vm in vms}
+    assert 'refused a bulk create' not in agent.log()
+    lease = lab.vm('nsh', vms[0]['mac_address']).dhcp()
+    assert lease['ip'] == vms[0]['fixed_ips'][0]['ip_address']
+    assert lease['serverid'] in ips
+    vms += [neutron.create_port(net['id']) for _ in range(3)]
+    wait_for(lambda: len(our_dhcp_ports(neutron, net)) == 4, timeout=30,
+             what='a fourth shard port')
+    ours = {p['id'] for p in our_dhcp_ports(neutron, net)}
+    agent.stop()
+    made = agent.log().count('created DHCP port')   # one log for both
+    assert made == 4
+    agent = host.agent()
+    agent.wait_served('nsh', timeout=30)
+    assert {p['id'] for p in our_dhcp_ports(neutron, net)} == ours
+    assert agent.log().count('created DHCP port') == made
+    host.networks()
+    agent.reload()
+    wait_for(lambda: not our_dhcp_ports(neutron, net), timeout=60,
+             what='every shard port released')
 
 
 def test_credentials_stay_out_of_status_logs_and_cmdlines(neutron, make_host,

@@ -87,6 +87,32 @@ def test_install_host_lays_out_what_the_readme_says(tmp_path):
     assert '\npassword' not in main and '\n#password' not in main
 
 
+def sysctl_settings(text):
+    """{key: value} of a sysctl.d(5) file (read here, never applied: the
+    settings are host-wide)."""
+    settings = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and line[0] not in '#;':
+            key, _, value = line.partition('=')
+            settings[key.strip().replace('/', '.')] = value.strip()
+    return settings
+
+
+def test_install_host_ships_the_inotify_limit_the_agent_raises_to(tmp_path):
+    """Boot (the sysctl.d file) and the agent at start agree: a host with
+    many networks never depends on which one came first."""
+    from vdsm_dhcp.agent import lifecycle
+    assert install_host(tmp_path, 'VDSM_SITE=' + SITE).returncode == 0
+    shipped = tmp_path / 'usr/lib/sysctl.d/60-vdsm-dhcp.conf'
+    assert sysctl_settings(shipped.read_text()) == {
+        'fs.inotify.max_user_instances': str(lifecycle.INOTIFY_RAISE_TO)}
+    assert lifecycle.INOTIFY_LIMIT == \
+        '/proc/sys/fs/inotify/max_user_instances'
+    # 200 networks fit under it with the host's share: no raise needed
+    assert lifecycle.inotify_target(200, lifecycle.INOTIFY_RAISE_TO) is None
+
+
 def test_install_host_keeps_an_admins_config(tmp_path):
     conf = tmp_path / 'etc/vdsm-dhcp'
     conf.mkdir(parents=True)
@@ -289,6 +315,8 @@ def test_rpm_scriptlets_manage_the_restore_unit(rpm_package):
     preun = scripts.split('preuninstall scriptlet')[1].split('scriptlet')[0]
     assert 'vdsm-dhcp-restore.service' in post
     assert 'vdsm-dhcp-restore.service' in preun
+    # the inotify limit applies on install, not only at the next boot
+    assert 'systemd-sysctl 60-vdsm-dhcp.conf' in post
     postun = scripts.split('postuninstall scriptlet')[1]
     assert 'vdsm-dhcp-agent.service' in postun   # restarted on upgrade
     # %post presets the unit; the preset enables it (EL's default: disable)

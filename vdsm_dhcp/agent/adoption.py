@@ -11,7 +11,7 @@ from vdsm_dhcp.fileutil import remove_leftovers
 from vdsm_dhcp.host.interface import device_names
 from vdsm_dhcp.agent.runtime import NetworkRuntime
 from vdsm_dhcp.agent.lifecycle import check_traversable, state_ids
-from vdsm_dhcp.model import NS_PREFIX
+from vdsm_dhcp.model import NS_PREFIX, network_of
 
 log = logging.getLogger('vdsm_dhcp.agent')
 
@@ -62,39 +62,55 @@ class Adoption:
         if not self._list_read:
             log.error('the networks file cannot be read at start: keeping '
                       'every dnsmasq of ours as it is until it can')
-            for qid in state_ids(self.conf.state_dir):
-                runtime = NetworkRuntime(self.conf, qid, self._lock)
-                if runtime.dnsmasq.adopt():
-                    with self._lock:
-                        self.runtimes[qid] = runtime
+            adopt_ids = {network_of(u) for u in state_ids(
+                self.conf.state_dir)}
+        else:
+            adopt_ids = {n.quantum_id for n in self.listed}
+        units = self._units_by_network()
+        for qid in adopt_ids:
+            runtime = NetworkRuntime(self.conf, qid, self._lock)
+            # a shard's dnsmasq without its network's first one is
+            # adopted too: the first apply sorts out what is still needed
+            runtime.adopt(units.get(qid, ()))
+            if any(dm.pid for dm in runtime.units.values()):
+                with self._lock:
+                    self.runtimes[qid] = runtime
+        if not self._list_read:
             self._clean_pending = True
             return
-        listed_ids = {n.quantum_id for n in self.listed}
-        for qid in listed_ids:
-            runtime = NetworkRuntime(self.conf, qid, self._lock)
-            if runtime.dnsmasq.adopt():
-                self.runtimes[qid] = runtime
-        self.clean_stale(listed_ids)
+        self.clean_stale(adopt_ids)
+
+    def _units_by_network(self):
+        """quantumId -> the unit ids (itself, its shards) with a state dir."""
+        units = {}
+        for unit in state_ids(self.conf.state_dir):
+            units.setdefault(network_of(unit), []).append(unit)
+        return units
 
     def clean_stale(self, keep_ids):
+        """Remove what is ours but belongs to no network in keep_ids
+        (a kept network's shards that are no longer needed go at its
+        first apply)."""
         namespaces, devices = self.driver.ours()
         keep_devices = {device_names(q)[0] for q in keep_ids}
         for ns in namespaces:
-            qid = ns[len(NS_PREFIX):]
-            if qid not in keep_ids:
-                log.info('removing stale namespace %s', ns)
-                dm = Dnsmasq(self.conf, qid)
-                if dm.adopt():
-                    dm.stop()
-                dm.remove_files()
-                self.driver.remove(ns, device_names(qid)[0])
+            unit = ns[len(NS_PREFIX):]
+            if network_of(unit) in keep_ids:
+                keep_devices.add(device_names(unit)[0])
+                continue
+            log.info('removing stale namespace %s', ns)
+            dm = Dnsmasq(self.conf, unit)
+            if dm.adopt():
+                dm.stop()
+            dm.remove_files()
+            self.driver.remove(ns, device_names(unit)[0])
         for dev in devices - keep_devices:
             log.info('removing stale device %s', dev)
             self.driver.remove(None, dev)
-        for qid in state_ids(self.conf.state_dir):
-            if qid not in keep_ids and os.path.isfile(
-                    os.path.join(self.conf.state_dir, qid, 'pid')):
-                dm = Dnsmasq(self.conf, qid)
+        for unit in state_ids(self.conf.state_dir):
+            if network_of(unit) not in keep_ids and os.path.isfile(
+                    os.path.join(self.conf.state_dir, unit, 'pid')):
+                dm = Dnsmasq(self.conf, unit)
                 if dm.adopt():
                     dm.stop()
                 dm.remove_files()

@@ -16,8 +16,9 @@ import logging
 
 from vdsm_dhcp import logs
 from vdsm_dhcp.dnsmasq.conf import RenderError, host_lines
+from vdsm_dhcp import shards as sharding
 from vdsm_dhcp.model import (DHCP_OWNER, HostEntry, InterfacePlan,
-                             InvalidData, NetworkPlan, NotServed,
+                             InvalidData, NetworkPlan, NotServed, ShardPlan,
                              namespace_name)
 from vdsm_dhcp.sources.validate import (shown_id, validate_network,
                                         validate_port, validate_subnet)
@@ -163,7 +164,8 @@ def _valid_subnets(raws, problems):
     return subnets
 
 
-def plan_network(listed, snapshot, bridges, host, memo=None):
+def plan_network(listed, snapshot, bridges, host, memo=None,
+                 shard_size=None):
     qid, name = listed.quantum_id, listed.name
     raw_net = snapshot.networks.get(qid)
     if raw_net is None:
@@ -187,7 +189,7 @@ def plan_network(listed, snapshot, bridges, host, memo=None):
     raw_ports = sorted(snapshot.ports.get(qid, ()), key=_order)
     # DHCP ports (every host's): ours is the interface; the addresses of
     # all of them belong to DHCP servers, never to a VM
-    dhcp_port, dhcp_error, reserved = None, None, {}
+    dhcp_port, dhcp_error, reserved, mine = None, None, {}, []
     for raw in raw_ports:
         if raw.get('device_owner') != DHCP_OWNER:
             continue
@@ -199,8 +201,9 @@ def plan_network(listed, snapshot, bridges, host, memo=None):
             if raw.get('binding:host_id') == host and dhcp_error is None:
                 dhcp_error = problem
             continue
-        if port.host == host and dhcp_port is None:
-            dhcp_port = port
+        if port.host == host:
+            dhcp_port = dhcp_port or port
+            mine.append(port)
         reserved.setdefault(port.mac, port)
         for _, ip in port.fixed_ips:
             reserved.setdefault(str(ip), port)
@@ -274,19 +277,35 @@ def plan_network(listed, snapshot, bridges, host, memo=None):
             ips[ip] = port.id
     if memo is not None:
         memo[qid] = (subnets_key, fresh)    # forget ports that are gone
-    return NetworkPlan(
-        quantum_id=qid, name=name, mtu=net.mtu,
-        interface=InterfacePlan(namespace_name(qid), name, dhcp_port.mac,
-                                tuple(addresses)),
+    interface = InterfacePlan(namespace_name(qid), name, dhcp_port.mac,
+                              tuple(addresses))
+    plan = NetworkPlan(
+        quantum_id=qid, name=name, mtu=net.mtu, interface=interface,
         subnets=tuple(sorted(served, key=lambda s: s.id)),
         hosts=hosts, macs=macs, problems=problems,
-        skipped={m: p for m, p in skipped.items() if m not in macs})
+        skipped={m: p for m, p in skipped.items() if m not in macs},
+        shards=(ShardPlan(qid, interface, hosts),))
+    if shard_size and (len(hosts) > shard_size or len(mine) > 1):
+        usable = [(mine[0], None)]
+        for port in mine[1:]:
+            addresses, on = _dhcp_port_addresses(port, subnets)
+            if set(served) <= set(on):
+                usable.append((port, addresses))
+            else:
+                plan.problems.append(
+                    'DHCP port %s has no address on every served subnet: '
+                    'not used as a shard' % port.id)
+        state = memo.setdefault(('shards', qid), {}) if memo is not None \
+            else {}
+        sharding.split(plan, usable, shard_size, state)
+    return plan
 
 
 _last_failure = {}      # quantum id -> the unexpected error last logged
 
 
-def compute(listed_networks, snapshot, bridges, host, memo=None):
+def compute(listed_networks, snapshot, bridges, host, memo=None,
+            shard_size=None):
     """quantumId -> NetworkPlan or NotServed, for every listed network.
     memo (a dict the caller keeps between calls) only saves work: the
     result is the same with or without it. Never raises on IPAM data."""
@@ -294,7 +313,8 @@ def compute(listed_networks, snapshot, bridges, host, memo=None):
     for listed in listed_networks:
         qid = listed.quantum_id
         try:
-            plans[qid] = plan_network(listed, snapshot, bridges, host, memo)
+            plans[qid] = plan_network(listed, snapshot, bridges, host, memo,
+                                      shard_size)
             _last_failure.pop(qid, None)
         except Exception as e:     # a rule this module lacks: one network
             reason = 'the IPAM data of this network cannot be planned ' \
@@ -305,5 +325,6 @@ def compute(listed_networks, snapshot, bridges, host, memo=None):
                               extra=logs.network(qid, listed.name))
             if memo is not None:
                 memo.pop(qid, None)
+                memo.pop(('shards', qid), None)
             plans[qid] = NotServed(qid, listed.name, reason)
     return plans

@@ -29,11 +29,9 @@ class Gate:
     def readiness(self, macs):
         """mac -> None when dnsmasq can answer it now, else why not."""
         _, plans, runtimes = self._snapshot()
-        written = {}     # network -> its entries, read once per call
-        return {mac: self._why_not(mac, plans, runtimes, written)
-                for mac in macs}
+        return {mac: self._why_not(mac, plans, runtimes) for mac in macs}
 
-    def _why_not(self, mac, plans, runtimes, written):
+    def _why_not(self, mac, plans, runtimes):
         where = locate(mac, plans)
         if where is not None and where.port_id is not None:
             qid, plan, port_id = where.quantum_id, where.plan, where.port_id
@@ -43,12 +41,12 @@ class Gate:
             error = runtime.error
             if error:
                 return 'network %s: %s' % (plan.name, error)
-            if qid not in written:
-                written[qid] = self._written(runtime)
-            entry = written[qid].get(port_id)
+            # the shard that owns the port in this plan must hold it
+            dm = runtime.dnsmasq_of(port_id, plan)
+            entry = dm.written.get(port_id) if dm is not None else None
             if entry is None or entry[1] != plan.hosts[port_id]:
                 return 'port %s is not written for dnsmasq yet' % port_id
-            if not runtime.dnsmasq.loaded(port_id):
+            if not runtime.loaded(port_id, plan):
                 return 'port %s: dnsmasq has not loaded it yet' % port_id
             return None
         if where is not None:

@@ -25,20 +25,63 @@ def check_traversable(path):
         path = os.path.dirname(path)
 
 
-def check_inotify_room(networks):
-    """Each dnsmasq takes an inotify instance, counted against its user:
-    past fs.inotify.max_user_instances, dnsmasq exits at start ("failed to
-    create inotify")."""
+# fs.inotify.max_user_instances caps the inotify instances per user. Each
+# dnsmasq with --dhcp-hostsdir creates one while still root (dnsmasq.c:
+# inotify_dnsmasq_init() runs before it drops privileges), so all of them
+# are charged to root, beside every other root daemon's (systemd, udevd,
+# vdsm, this agent). The kernel's default is 128.
+INOTIFY_LIMIT = '/proc/sys/fs/inotify/max_user_instances'
+INOTIFY_HOST_SHARE = 64     # kept for root's other processes
+INOTIFY_RAISE_TO = 1024     # as systemd/vdsm-dhcp.sysctl sets it at boot
+
+
+def inotify_target(dnsmasq, limit):
+    """The limit to raise to so that `dnsmasq` instances fit beside the
+    host's share, or None when they fit. Generous (at least 1024, twice
+    the need past that): a cap, not an allocation, and more shards or
+    networks later must not need another raise."""
+    if dnsmasq + INOTIFY_HOST_SHARE <= limit:
+        return None
+    return max(limit, INOTIFY_RAISE_TO,
+               2 * (dnsmasq + INOTIFY_HOST_SHARE))
+
+
+def check_inotify_room(dnsmasq, path=INOTIFY_LIMIT):
+    """Make room for `dnsmasq` inotify instances (one per dnsmasq the
+    agent will run: networks and shards): raise the limit, only upward,
+    when they would not fit; logged. Past the limit a dnsmasq exits at
+    start ("failed to create inotify: Too many open files"). Returns None,
+    or the problem (for the status) when the limit is too low and cannot
+    be raised. Cheap when nothing is to do (one read): callable per round."""
     try:
-        with open('/proc/sys/fs/inotify/max_user_instances') as f:
+        with open(path) as f:
             limit = int(f.read())
-    except (OSError, ValueError):
-        return
-    if networks > limit - 8:
-        log.error('%d networks listed, but fs.inotify.max_user_instances is '
-                  '%d: dnsmasq beyond that fails to start; raise it '
-                  '(/usr/lib/sysctl.d/60-vdsm-dhcp.conf does)',
-                  networks, limit)
+    except (OSError, ValueError) as e:
+        log.warning('cannot read %s (%s): not checking room for %d dnsmasq',
+                    path, e, dnsmasq)
+        return None
+    target = inotify_target(dnsmasq, limit)
+    if target is None:
+        return None
+    why = ('%d dnsmasq to run, one inotify instance each, charged to root '
+           'with %d kept for the rest of the host' % (dnsmasq,
+                                                      INOTIFY_HOST_SHARE))
+    try:
+        with open(path, 'w') as f:
+            f.write('%d\n' % target)
+    except OSError as e:
+        problem = ('fs.inotify.max_user_instances is %d, too low for %s, and '
+                   'raising it to %d failed: %s; dnsmasq past the limit fail '
+                   'to start ("failed to create inotify"): raise it on the '
+                   'host (/usr/lib/sysctl.d/60-vdsm-dhcp.conf sets %d at '
+                   'boot)' % (limit, why, target, e.strerror or e,
+                              INOTIFY_RAISE_TO))
+        log.error('%s', problem)
+        return problem
+    log.warning('raised fs.inotify.max_user_instances %d -> %d: %s '
+                '(/usr/lib/sysctl.d/60-vdsm-dhcp.conf sets %d at boot)',
+                limit, target, why, INOTIFY_RAISE_TO)
+    return None
 
 
 class AlreadyRunning(Exception):

@@ -202,8 +202,11 @@ class Agent(Queries, Gate, Adoption):
     def _bridge_event(self, ifname):
         """A listed network's bridge, or one of our veth ends (deleted
         under us: drift), came or went."""
-        if any(ifname in (n.name, device_names(n.quantum_id)[0])
-               for n in self.listed):
+        ours = {device_names(unit)[0] for runtime in
+                list(self.runtimes.values()) for unit in runtime.units}
+        if ifname in ours or any(
+                ifname in (n.name, device_names(n.quantum_id)[0])
+                for n in self.listed):
             log.info('device event for %s', ifname)
             self.changed()
 
@@ -262,7 +265,7 @@ class Agent(Queries, Gate, Adoption):
         self.source_error = None
         present = bridges.present({n.name for n in self.listed})
         plans = desired.compute(self.listed, snap, present, self.conf.host,
-                                self.plan_memo)
+                                self.plan_memo, self.conf.dnsmasq.shard_size)
         with self._lock:
             self.plans = plans
         jobs = {}
@@ -283,7 +286,7 @@ class Agent(Queries, Gate, Adoption):
                     runtime.plan is not None:
                 continue   # backing off; the retry comes when due
             elif not full and runtime.plan == plan and not runtime.error \
-                    and runtime.dnsmasq.alive():
+                    and runtime.alive():
                 continue   # the IPAM changed elsewhere
             jobs[self._pool.submit(runtime.apply, plan,
                                     self.driver)] = runtime

@@ -52,7 +52,7 @@ class Queries:
         """What dnsmasq was given (port id -> (file, entry)), read once:
         Dnsmasq publishes a new dict per change, never edits one in place
         (iterating the live one raised "changed size during iteration")."""
-        return runtime.dnsmasq.written if runtime else {}
+        return runtime.written() if runtime else {}
 
     def status(self, leases=False):
         """leases=True adds each network's lease count (reads the lease
@@ -69,7 +69,7 @@ class Queries:
                 'bridge_present': net.name in present,
                 'namespace': namespace_name(net.quantum_id)
                 if runtime else None,
-                'served': bool(applied and runtime.dnsmasq.alive()),
+                'served': bool(applied and runtime.alive()),
                 'reason': None, 'problems': [],
                 'dhcp_ips': [], 'dnsmasq_pid': None, 'hosts': 0,
                 'last_sync': None, 'error': None,
@@ -83,20 +83,29 @@ class Queries:
             else:
                 entry['reason'] = 'not reconciled yet'
             if runtime is not None:
+                units = runtime.units
                 dm = runtime.dnsmasq
+                shards = _shards(units, applied)
                 if applied is not None:
                     entry['dhcp_ips'] = list(applied.interface.addresses)
-                entry.update(dnsmasq_pid=dm.pid, hosts=len(dm.written),
-                             hosts_loaded=dm.loaded_count(),
+                entry.update(dnsmasq_pid=dm.pid,
+                             hosts=sum(s['hosts'] for s in shards),
+                             hosts_loaded=sum(s['hosts_loaded']
+                                              for s in shards),
                              last_sync=runtime.last_sync,
-                             error=runtime.error, reloads=dm.reloads,
-                             restarts=dm.restarts, adopted=dm.adopted,
+                             error=runtime.error,
+                             reloads=sum(d.reloads for d in units.values()),
+                             restarts=sum(d.restarts
+                                          for d in units.values()),
+                             adopted=dm.adopted,
                              crashes=runtime.crashes,
                              retry_in=_seconds_until(runtime.retry_at))
+                if len(shards) > 1:
+                    entry['shards'] = shards
                 if runtime.error and not entry['reason']:
                     entry['reason'] = runtime.error
                 if leases:
-                    entry['leases'] = self._lease_count(net.quantum_id)
+                    entry['leases'] = self._lease_count(units)
             networks.append(entry)
         return {
             'pid': os.getpid(), 'host': self.conf.host,
@@ -129,15 +138,20 @@ class Queries:
             qid, plan, port_id = where.quantum_id, where.plan, where.port_id
             runtime = runtimes.get(qid)
             written = self._written(runtime)
-            loaded = bool(runtime) and runtime.dnsmasq.loaded(port_id)
+            loaded = bool(runtime) and runtime.loaded(port_id, plan)
+            unit = plan.unit_of(port_id)
             answer.update(network=names.get(qid, plan.name),
                           quantumId=qid, listed=True,
                           port=port_id, written=port_id in written,
                           in_dnsmasq=loaded,
                           entry='\n'.join(host_lines(
                               plan.hosts[port_id])))
+            if plan.sharded:
+                answer['shard'] = unit
             answer['verdict'] = (
-                'served: loaded by dnsmasq pid %s' % runtime.dnsmasq.pid
+                'served: loaded by dnsmasq pid %s%s' % (
+                    (runtime.dnsmasq_of(port_id, plan) or runtime.dnsmasq).pid,
+                    ' (shard %s)' % unit if plan.sharded else '')
                 if loaded else 'known to the IPAM, not yet loaded by '
                 'dnsmasq' + (' (written, waiting for dnsmasq to read it)'
                              if port_id in written else ''))
@@ -174,10 +188,10 @@ class Queries:
         return {'network': net.name, 'quantumId': net.quantum_id,
                 'hosts': entries}
 
-    def _lease_count(self, qid):
+    def _lease_count(self, units):
         try:
-            return len(leasefile.read(Files(
-                self.conf.state_dir, qid).leases)[0])
+            return sum(len(leasefile.read(dm.files.leases)[0])
+                       for dm in units.values())
         except OSError:
             return None
 
@@ -185,14 +199,42 @@ class Queries:
         """dnsmasq's leases of a network (the CLI asks: it never reads the
         agent's files); lines that do not parse are counted, not fatal."""
         net = self._listed(network)
-        path = Files(self.conf.state_dir, net.quantum_id).leases
-        try:
-            leases, unparsed = leasefile.read(path)
-        except OSError as e:
-            raise control.ControlError('cannot read the leases of %s: %s'
-                                       % (net.name, e.strerror or e))
+        with self._lock:
+            runtime = self.runtimes.get(net.quantum_id)
+        units = list(runtime.units) if runtime else [net.quantum_id]
+        leases, unparsed = [], 0
+        for unit in units:
+            path = Files(self.conf.state_dir, unit).leases
+            try:
+                some, bad = leasefile.read(path)
+            except FileNotFoundError:
+                if unit != net.quantum_id:
+                    continue      # a shard not started yet
+                raise control.ControlError(
+                    'cannot read the leases of %s: no lease file (%s)'
+                    % (net.name, path)) from None
+            except OSError as e:
+                raise control.ControlError('cannot read the leases of %s: %s'
+                                           % (net.name, e.strerror or e))
+            leases.extend(some)
+            unparsed += bad
         return {'network': net.name, 'quantumId': net.quantum_id,
                 'leases': leases, 'unparsed_lines': unparsed}
+
+
+def _shards(units, plan):
+    """Per dnsmasq of a network: its unit, pid, address and counts."""
+    interfaces = {s.unit: s.interface for s in plan.shards} if plan else {}
+    shards = []
+    for unit, dm in sorted(units.items()):
+        iface = interfaces.get(unit)
+        shards.append({
+            'unit': unit, 'namespace': namespace_name(unit),
+            'dnsmasq_pid': dm.pid,
+            'dhcp_ips': list(iface.addresses) if iface else [],
+            'hosts': len(dm.written), 'hosts_loaded': dm.loaded_count(),
+            'reloads': dm.reloads, 'restarts': dm.restarts})
+    return shards
 
 
 def _seconds_until(monotonic_time):

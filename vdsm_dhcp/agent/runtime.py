@@ -10,6 +10,7 @@ import time
 
 from vdsm_dhcp import logs
 from vdsm_dhcp.dnsmasq import conf as dnsmasq_conf
+from vdsm_dhcp.dnsmasq import release
 from vdsm_dhcp.dnsmasq.process import Dnsmasq
 from vdsm_dhcp.host.interface import device_names
 
@@ -28,12 +29,16 @@ def backoff(attempt, retry_max):
 
 class NetworkRuntime:
     """What this agent runs for one network, and how that went. `lock`
-    (the agent's) guards the fields the queries read."""
+    (the agent's) guards the fields the queries read.
+
+    `units`: unit id -> Dnsmasq, one per shard (a small network has one,
+    under its quantumId). The dict is replaced, never changed in place: a
+    query takes it once and reads that."""
 
     def __init__(self, conf, quantum_id, lock=None):
         self.conf = conf
         self.quantum_id = quantum_id
-        self.dnsmasq = Dnsmasq(conf, quantum_id)
+        self.units = {quantum_id: Dnsmasq(conf, quantum_id)}
         self.plan = None
         self.error = None
         self.failures = 0
@@ -42,37 +47,81 @@ class NetworkRuntime:
         self.last_sync = None
         self._lock = lock or threading.RLock()
 
+    @property
+    def dnsmasq(self):
+        """The first shard's dnsmasq (a small network's only one)."""
+        return self.units[self.quantum_id]
+
+    def adopt(self, units):
+        """Take over the running dnsmasq of these unit ids (this network's
+        and its shards', found by their state dirs). True when the first
+        shard's was adopted."""
+        adopted = dict(self.units)
+        for unit in units:
+            dm = adopted.get(unit) or Dnsmasq(self.conf, unit)
+            if dm.adopt():
+                adopted[unit] = dm
+        self.units = adopted
+        return self.dnsmasq.adopted
+
+    # -- what the queries ask --------------------------------------------
+    def alive(self):
+        return all(dm.alive() for dm in list(self.units.values()))
+
+    def dnsmasq_of(self, port_id, plan=None):
+        """The Dnsmasq of the shard that serves this port in `plan` (the
+        applied one by default); None while that shard does not run."""
+        plan = plan or self.plan
+        unit = plan.unit_of(port_id) if plan is not None else \
+            self.quantum_id
+        return self.units.get(unit)
+
+    def loaded(self, port_id, plan=None):
+        """The shard that owns this port has loaded its entry."""
+        dm = self.dnsmasq_of(port_id, plan)
+        return dm is not None and dm.loaded(port_id)
+
+    def written(self):
+        """port id -> (file, entry), every shard's: a new dict."""
+        units = list(self.units.values())
+        if len(units) == 1:
+            return units[0].written
+        merged = {}
+        for dm in units:
+            merged.update(dm.written)
+        return merged
+
+    # -- apply -----------------------------------------------------------
     def apply(self, plan, driver):
-        """Make this network run `plan`: plug its interface, then give
-        dnsmasq its files (a SIGHUP when a changed or removed entry needs
-        a re-read), or restart dnsmasq when its command line changes."""
+        """Make this network run `plan`: per shard, plug its interface,
+        then give its dnsmasq its files (a SIGHUP when a changed or
+        removed entry needs a re-read), or restart that dnsmasq when its
+        command line changes. Shards no longer planned are removed last
+        (their hosts are served by their new shards by then)."""
         qid = plan.quantum_id
         if self.plan is None or self.plan.problems != plan.problems:
             for problem in plan.problems:
                 log.warning('network %s: %s', plan.name, problem,
                             extra=logs.network(qid, plan.name))
-        readdressed = driver.plug(qid, plan.interface)
-        dm = self.dnsmasq
-        argv = dnsmasq_conf.command_line(self.conf, plan, dm.files,
-                                         device_names(qid)[1])
-        if dm.alive() and dm.cmdline == argv and not readdressed:
-            reload = dm.sync_hosts(plan.hosts)
-            reload |= dm.sync_opts(dnsmasq_conf.opts_content(plan))
-            if reload:
-                dm.signal(signal.SIGHUP)
-                dm.reloads += 1
-        else:
-            if dm.alive():
-                log.info('network %s: dnsmasq command line changed; '
-                         'restarting it', plan.name,
-                         extra=logs.network(qid, plan.name))
-                dm.stop()
-                dm.restarts += 1
-            dm.clear_files()
-            dm.sync_hosts(plan.hosts)
-            dm.sync_opts(dnsmasq_conf.opts_content(plan))
-            dm.seed_leases(plan.hosts)
-            dm.start(argv, plan.interface.namespace)
+        units = dict(self.units)
+        # new shards first: a host moving to one is served there before
+        # its old shard drops it
+        order = sorted(plan.shards, key=lambda s: s.unit in units)
+        for shard in order:
+            dm = units.get(shard.unit)
+            if dm is None:
+                dm = units[shard.unit] = Dnsmasq(self.conf, shard.unit)
+                self.units = dict(units)
+            self._apply_shard(plan, shard, dm, driver)
+        gone = set(units) - {s.unit for s in plan.shards}
+        for unit in sorted(gone):
+            log.info('network %s: shard %s no longer needed; removing it',
+                     plan.name, unit, extra=logs.network(qid, plan.name))
+            dm = units.pop(unit)
+            dm.stop()
+            dm.remove_files()
+            driver.unplug(unit)
+        self.units = units
         with self._lock:
             self.plan = plan
             if self.error:
@@ -82,6 +131,49 @@ class NetworkRuntime:
             self.failures = 0
             self.retry_at = None
             self.last_sync = time.time()
+
+    def _apply_shard(self, plan, shard, dm, driver):
+        readdressed = driver.plug(shard.unit, shard.interface)
+        argv = dnsmasq_conf.command_line(self.conf, plan, dm.files,
+                                         device_names(shard.unit)[1],
+                                         sharded=plan.sharded)
+        if dm.alive() and dm.cmdline == argv and not readdressed:
+            before = dm.written
+            reload = dm.sync_hosts(shard.hosts)
+            reload |= dm.sync_opts(dnsmasq_conf.opts_content(plan))
+            if reload:
+                dm.signal(signal.SIGHUP)
+                dm.reloads += 1
+                self._release(plan, shard,
+                              release.gone_leases(before, shard.hosts))
+        else:
+            if dm.alive():
+                log.info('network %s: dnsmasq command line changed; '
+                         'restarting it', plan.name,
+                         extra=logs.network(plan.quantum_id, plan.name))
+                dm.stop()
+                dm.restarts += 1
+            dm.clear_files()
+            dm.sync_hosts(shard.hosts)
+            dm.sync_opts(dnsmasq_conf.opts_content(plan))
+            dm.seed_leases(shard.hosts)
+            dm.start(argv, shard.interface.namespace)
+
+    def _release(self, plan, shard, leases):
+        """Give back the leases of removed or readdressed hosts, so that
+        their addresses can go to the next host at once. A failure costs
+        only that: logged, never fatal."""
+        if not leases:
+            return
+        try:
+            release.release(shard.interface.namespace,
+                            device_names(shard.unit)[1],
+                            shard.interface.addresses, leases)
+        except OSError as e:
+            log.warning('network %s: cannot release %d leases of removed '
+                        'hosts: %s (they expire on their own)', plan.name,
+                        len(leases), e,
+                        extra=logs.network(plan.quantum_id, plan.name))
 
     def failed(self, exc):
         """apply() raised: retry after a back-off; logged once per error."""
@@ -95,20 +187,24 @@ class NetworkRuntime:
         self.error = str(exc)
 
     def supervise(self):
-        """Rotate dnsmasq's log; True when dnsmasq died (see died())."""
-        dm = self.dnsmasq
-        dm.rotate_log()
-        if dm.cmdline and not dm.alive():
-            return True
-        if self.crashes and (dm.uptime() or 0) >= CRASH_WINDOW:
+        """Rotate each dnsmasq's log; True when one died (see died())."""
+        dead, steady = False, True
+        for dm in list(self.units.values()):
+            dm.rotate_log()
+            if dm.cmdline and not dm.alive():
+                dead = True
+            elif (dm.uptime() or CRASH_WINDOW) < CRASH_WINDOW:
+                steady = False
+        if self.crashes and steady and not dead:
             self.crashes = 0     # up for a while: no crash loop
-        return False
+        return dead
 
     def died(self):
         """dnsmasq died: restart at once, unless it keeps dying soon after
         each start: then each next start waits twice as long (up to
         retry_max); the error and the wait show in `status`."""
-        dm = self.dnsmasq
+        dm = next((d for d in self.units.values()
+                   if d.cmdline and not d.alive()), self.dnsmasq)
         pid, lived = dm.pid, dm.uptime()
         tail = dm.log_tail(300)
         dm.forget()
@@ -131,14 +227,19 @@ class NetworkRuntime:
                   extra=logs.network(self.quantum_id))
 
 
-def teardown(conf, driver, quantum_id, runtime=None, reason=''):
-    """Stop the network's dnsmasq (ours, or one found by its files) and
-    remove its files and namespace."""
+def teardown(conf, driver, quantum_id, runtime=None, reason='', units=()):
+    """Stop the network's dnsmasq, every shard's (ours, or found by their
+    files: `units`), and remove their files and namespaces."""
     log.info('network %s: tearing down (%s)', quantum_id, reason,
              extra=logs.network(quantum_id))
-    dm = runtime.dnsmasq if runtime else Dnsmasq(conf, quantum_id)
-    dm.stop()
-    # the files before the namespace: no state is left once the
-    # namespace (what goes last, and is watched) is gone
-    dm.remove_files()
-    driver.unplug(quantum_id)
+    found = dict(runtime.units) if runtime else {}
+    for unit in {quantum_id, *units} - set(found):
+        found[unit] = Dnsmasq(conf, unit)
+    for unit, dm in sorted(found.items()):
+        if not dm.pid:
+            dm.adopt()
+        dm.stop()
+        # the files before the namespace: no state is left once the
+        # namespace (what goes last, and is watched) is gone
+        dm.remove_files()
+        driver.unplug(unit)

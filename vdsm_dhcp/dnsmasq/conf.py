@@ -105,9 +105,10 @@ class Files:
             os.makedirs(d, mode=0o755, exist_ok=True)
 
 
-def command_line(conf, plan, files, ifname):
-    """dnsmasq's argv for a NetworkPlan: all that, when it changes, needs a
-    restart (ranges, interface, files); everything else is in files."""
+def command_line(conf, plan, files, ifname, sharded=False):
+    """dnsmasq's argv for a NetworkPlan (one of its shards when sharded):
+    all that, when it changes, needs a restart (ranges, interface, files);
+    everything else is in files."""
     lease = conf.dnsmasq.lease_duration
     argv = [conf.dnsmasq.binary,
             '--keep-in-foreground', '--conf-file=/dev/null',
@@ -132,6 +133,14 @@ def command_line(conf, plan, files, ifname):
             '--dhcp-ignore=tag:!known,tag:!dhcpv6',
             '--quiet-dhcp', '--quiet-dhcp6',
             '--dhcp-lease-max=%d' % conf.dnsmasq.lease_max]
+    if sharded:
+        # A host moved to another shard (a shard added or removed) keeps
+        # its address: the old shard now ignores its RENEW, at T2 it
+        # broadcasts a REBIND, and only an authoritative dnsmasq ACKs a
+        # lease it did not grant. Safe here: tag:!known above makes a
+        # shard ignore every MAC it does not hold, so it NAKs nobody
+        # else's clients.
+        argv.append('--dhcp-authoritative')
     for subnet in plan.subnets:
         net = netaddr.IPNetwork(subnet.cidr)
         if subnet.ip_version == 4:

@@ -11,11 +11,13 @@ what every driver and every program shares (options, names); the veth
 driver itself (pyroute2) is loaded only by the agent, so that the CLI and
 the hooks start fast.
 """
+import hashlib
 import importlib
 import os
 
 from vdsm_dhcp.errors import VdsmDhcpError
 from vdsm_dhcp.model import NS_PREFIX  # noqa: F401  (named there)
+from vdsm_dhcp.model import UNIT_SEP
 from vdsm_dhcp.options import INTERFACE_DRIVERS
 
 HOST_PREFIX = 'vdh'
@@ -28,11 +30,18 @@ class PlugError(VdsmDhcpError):
     """A namespace or veth could not be set up."""
 
 
-def device_names(quantum_id):
-    """(host end, namespace end): prefix + 11 hex digits of the id = 14
-    characters, within IFNAMSIZ-1 like Neutron's tap devices."""
-    short = quantum_id.replace('-', '')[:11]
-    return HOST_PREFIX + short, NS_IF_PREFIX + short
+def device_names(unit):
+    """(host end, namespace end) of a network's (or shard's) veth: prefix
+    + 11 characters = 14, within IFNAMSIZ-1 like Neutron's tap devices.
+    A network: 11 hex digits of its quantumId. A further shard of a big
+    network ("<quantumId>.<DHCP port id>", see model.unit_id): 11 hex
+    digits of a hash of that id (port ids are any IPAM's: their prefixes
+    may be alike)."""
+    if UNIT_SEP in unit:
+        short = hashlib.blake2b(unit.encode(), digest_size=6).hexdigest()
+    else:
+        short = unit.replace('-', '')
+    return HOST_PREFIX + short[:11], NS_IF_PREFIX + short[:11]
 
 
 def mark_dir(conf):

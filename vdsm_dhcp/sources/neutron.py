@@ -25,8 +25,10 @@ is taken as is); only notifications are dropped as stale by revision.
 
 Per served network the agent owns a DHCP port (device_owner network:dhcp,
 binding:host_id this host, device_id derived from host and network), as
-Neutron's own agent does, so that the IPAM reserves the server's addresses;
-it is released when the network is dropped from the list.
+Neutron's own agent does, so that the IPAM reserves the server's addresses,
+and one more per shard of a network past [dnsmasq] shard_size hosts
+(sources/neutron_ports.py); they are released when the network is dropped
+from the list.
 """
 import logging
 import threading
@@ -56,7 +58,7 @@ class NeutronSource(DhcpPorts, Notifications):
         self.cache = Cache()
         self.synced = set()        # network ids fully fetched at least once
         self.wanted = set()        # network ids the agent asked for
-        self.owned = {}            # network id -> our DHCP port id
+        self.owned = {}            # network id -> our DHCP port ids
         # network id -> why Neutron could not give it to us (while it
         # answered for others), and why its DHCP port could not be made
         self.fetch_errors = {}
@@ -165,8 +167,8 @@ class NeutronSource(DhcpPorts, Notifications):
         the networks that still fail are recorded in fetch_errors and the
         others go on. Raises NeutronError when Neutron did not answer, or
         answered nothing but errors while no other network is fine
-        (Neutron itself is failing). Then this host's DHCP port on each of
-        ensure_ids. Returns changed."""
+        (Neutron itself is failing). Then this host's DHCP ports on each
+        of ensure_ids. Returns changed."""
         changed, worked, first, failed = False, False, None, {}
         errors_before = self.network_errors()
         for action, ids in jobs:
@@ -200,8 +202,7 @@ class NeutronSource(DhcpPorts, Notifications):
                           'other networks go on)', network_id, reason,
                           extra=logs.network(network_id))
             self.fetch_errors[network_id] = reason
-        for network_id in sorted(ensure_ids & self.synced):
-            changed |= self._ensure_dhcp_port_logged(network_id)
+        changed |= self._ensure_dhcp_ports(ensure_ids & self.synced)
         if worked:
             self._succeeded()
         # a new reason for a network not served is a change to show
