@@ -55,6 +55,7 @@ class Agent(Queries, Gate, Adoption):
         self.runtimes = {}
         self.source_error = None     # why the last snapshot failed
         self.networks_error = None
+        self.host_problem = None     # e.g. no room for more inotify
         self._list_read = False      # a good networks file was read once
         self._clean_pending = False  # start-up cleaning put off (bad list)
         self._run_lock = None
@@ -138,7 +139,7 @@ class Agent(Queries, Gate, Adoption):
         except (OSError, ValueError) as e:   # e.g. the port is taken
             log.error('metrics: cannot start the endpoint %s: %s',
                       self.conf.metrics.listen, e)
-        check_inotify_room(len(self.listed))
+        self.host_problem = check_inotify_room(len(self.listed))
         self.adopt_or_clean()
         self.source.start(self.source_changed)
         watch = bridges.BridgeWatch(self._bridge_event)
@@ -147,6 +148,7 @@ class Agent(Queries, Gate, Adoption):
                  'bridge events from %s)', os.getpid(), self.conf.host,
                  len(self.listed), watch.source)
         next_resync = 0
+        self._wake.set()     # the first round now, not a supervise tick later
         while not self._stopping:
             self._wake.wait(self.conf.supervise_interval)
             self._wake.clear()
@@ -268,6 +270,9 @@ class Agent(Queries, Gate, Adoption):
                                 self.plan_memo, self.conf.dnsmasq.shard_size)
         with self._lock:
             self.plans = plans
+        # shards add dnsmasq (one inotify instance each) as networks grow
+        self.host_problem = check_inotify_room(sum(
+            len(p.shards) for p in plans.values() if p.served))
         jobs = {}
         now = time.monotonic()
         for qid, plan in plans.items():

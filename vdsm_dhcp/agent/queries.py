@@ -113,6 +113,8 @@ class Queries:
             'last_reconcile': self.last_reconcile,
             'networks_file': self.conf.networks_file,
             'networks_file_error': self.networks_error,
+            # what the host lacks for every dnsmasq to run (inotify room)
+            'host_problem': self.host_problem,
             'source': self._source_status(),
             'networks': networks,
         }

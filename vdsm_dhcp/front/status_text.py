@@ -77,6 +77,8 @@ def render(result, color=False, now=None):
         problems.append('source %s %s: UNREACHABLE since %s: %s' % (
             src.get('type'), where, ago(src.get('unreachable_since'), now),
             _clean(src.get('error'))))
+    if agent.get('host_problem'):
+        problems.append('host: %s' % _clean(agent['host_problem']))
     rows = []
     for n in agent['networks']:
         name = _clean(n['name'])
@@ -93,6 +95,12 @@ def render(result, color=False, now=None):
                      str(n.get('hosts_loaded', '-')),
                      ago(n['last_sync'], now),
                      ', '.join(n['dhcp_ips']) or '-'))
+        # a big network: one row per further shard (its own dnsmasq)
+        for shard in n.get('shards', [])[1:]:
+            rows.append(('  shard', _clean(shard['unit']), '', '',
+                         str(shard['dnsmasq_pid'] or '-'),
+                         str(shard['hosts']), str(shard['hosts_loaded']),
+                         '', ', '.join(shard['dhcp_ips']) or '-'))
     return _finish(lines, problems, rows, paint)
 
 
