@@ -157,7 +157,12 @@ def one_rate(churn, rate, duration):
 def run(quick):
     rates = [50, 100, 200, 400, 800] if quick else [50, 100, 200, 400, 800,
                                                    1600]
-    duration = 3.0 if quick else 60.0
+    return measure(rates, 3.0 if quick else 60.0)
+
+
+def measure(rates, duration):
+    """The rows for these rates (ascending; stops at the first whose p99
+    misses), `duration` s each."""
     overlap = _lab.Overlap()
     bench = _lab.Bench()
     rows, results = [], []
@@ -196,10 +201,10 @@ def run(quick):
         reloads = sum(n.get('reloads', 0) for n in st['networks'])
         ok = [r['rate'] for r in results if r['p99'] < P99_LIMIT]
         best = max(ok) if ok else 0
-        met = best >= 200
+        met = best >= 800
         rows.append(_lab.row(
             'highest rate with p99 < 200 ms', best, 'changes/s',
-            '>= 200/s', met, runs=[r['rate'] for r in results],
+            '>= 800/s', met, runs=[r['rate'] for r in results],
             notes='%d networks x %d ports, file source, %s s per rate, '
                   'IPAM written every %d ms; dnsmasq SIGHUP reloads %d, '
                   'restarted: %s; agent CPU over the run %.0f s; %s%s'

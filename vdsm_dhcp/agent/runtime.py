@@ -3,6 +3,7 @@ plan applied, the last error and the back-off), and what is done to it:
 apply(plan) (refresh dnsmasq's files, or restart dnsmasq when its command
 line changes), failed() and died() (the back-offs), and teardown().
 """
+import concurrent.futures
 import logging
 import signal
 import threading
@@ -19,6 +20,21 @@ log = logging.getLogger('vdsm_dhcp.agent')
 # A dnsmasq that dies within this many seconds of its start counts as a
 # crash loop: its next start waits, doubling each time up to retry_max.
 CRASH_WINDOW = 10.0
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _shard_pool():
+    """Threads for the shards of big networks: apart from the agent's
+    pool (whose thread waits here for them)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                8, thread_name_prefix='shard')
+        return _pool
 
 
 def backoff(attempt, retry_max):
@@ -106,13 +122,13 @@ class NetworkRuntime:
         units = dict(self.units)
         # new shards first: a host moving to one is served there before
         # its old shard drops it
-        order = sorted(plan.shards, key=lambda s: s.unit in units)
-        for shard in order:
-            dm = units.get(shard.unit)
-            if dm is None:
-                dm = units[shard.unit] = Dnsmasq(self.conf, shard.unit)
-                self.units = dict(units)
-            self._apply_shard(plan, shard, dm, driver)
+        new = [s for s in plan.shards if s.unit not in units]
+        old = [s for s in plan.shards if s.unit in units]
+        for shard in new:
+            units[shard.unit] = Dnsmasq(self.conf, shard.unit)
+        self.units = dict(units)
+        for wave in (new, old):
+            self._apply_shards(plan, wave, units, driver)
         gone = set(units) - {s.unit for s in plan.shards}
         for unit in sorted(gone):
             log.info('network %s: shard %s no longer needed; removing it',
@@ -131,6 +147,22 @@ class NetworkRuntime:
             self.failures = 0
             self.retry_at = None
             self.last_sync = time.time()
+
+    def _apply_shards(self, plan, shards, units, driver):
+        """The shards of a big network in parallel (each start waits for
+        its dnsmasq: 80 of them one by one take seconds); the first error
+        is raised once all are done."""
+        if len(shards) < 2:
+            for shard in shards:
+                self._apply_shard(plan, shard, units[shard.unit], driver)
+            return
+        futures = [_shard_pool().submit(self._apply_shard, plan, shard,
+                                        units[shard.unit], driver)
+                   for shard in shards]
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def _apply_shard(self, plan, shard, dm, driver):
         readdressed = driver.plug(shard.unit, shard.interface)
