@@ -54,16 +54,20 @@ class Assignment:
     round at 10,000 hosts would otherwise hash 10,000 x shards)."""
 
     def __init__(self):
-        self._keys = None
+        self._keys = ()
         self._owners = {}
 
-    def owner(self, mac, shard_keys):
+    def use(self, shard_keys):
+        """The shards of this round (once per round: comparing them per
+        host would cost hosts x shards)."""
         keys = tuple(shard_keys)
         if keys != self._keys:
             self._keys, self._owners = keys, {}
+
+    def owner(self, mac):
         found = self._owners.get(mac)
         if found is None:
-            found = self._owners[mac] = owner(mac, keys)
+            found = self._owners[mac] = owner(mac, self._keys)
         return found
 
     def size(self):
@@ -102,9 +106,10 @@ def split(plan, usable, shard_size, state):
     if assignment is None or assignment.size() > 2 * len(hosts) + 64:
         # new, or holding many MACs that are gone: start afresh
         assignment = state['assignment'] = Assignment()
+    assignment.use(keys)
     hosts_of = {s.unit: {} for s in shards}
     for port_id, entry in hosts.items():
-        unit = unit_by_key[assignment.owner(entry.mac, keys)]
+        unit = unit_by_key[assignment.owner(entry.mac)]
         hosts_of[unit][port_id] = entry
         plan.owners[port_id] = unit
     plan.shards = tuple(ShardPlan(s.unit, s.interface, hosts_of[s.unit])

@@ -496,3 +496,25 @@ def test_the_longest_valid_subnet_still_renders_within_dnsmasq_limits(conf):
     assert max(len(line) for line in lines) < 1000
     routes = next(line for line in lines if ',249,' in line)
     assert len(routes.split(',')) == 2 + 2 * 25
+
+
+@pytest.mark.parametrize('newer, problem', [
+    (port('p2', 'fa:16:3e:00:00:20', [(SUB4, '10.0.0.10')]),
+     'IP 10.0.0.10 is also port p1'),
+    (port('p2', 'fa:16:3e:00:00:10', [(SUB4, '10.0.0.20')]),
+     'MAC fa:16:3e:00:00:10 is also port p1'),
+])
+def test_the_oldest_port_wins_a_conflict_whatever_the_ipam_order(newer,
+                                                                  problem):
+    # the planner takes the IPAM's order until it meets a conflict, then
+    # plans again oldest first: listed first, the newer port still loses
+    older = port('p1', 'fa:16:3e:00:00:10', [(SUB4, '10.0.0.10')],
+                 created_at='2020-01-01T00:00:00Z')
+    newer['created_at'] = '2021-01-01T00:00:00Z'
+    others = [port('p%d' % i, 'fa:16:3e:00:01:%02x' % i,
+                   [(SUB4, '10.0.0.%d' % (100 + i))]) for i in range(3, 8)]
+    for ports in ([newer, older] + others, others + [newer, older]):
+        plan = plan_of(snapshot(ports))
+        assert set(plan.hosts) == {'p1'} | {p['id'] for p in others}
+        assert [p for p in plan.problems if 'skipped' in p] == [
+            'port p2 skipped: ' + problem]

@@ -17,6 +17,7 @@ import logging
 from vdsm_dhcp import logs
 from vdsm_dhcp.dnsmasq.conf import RenderError, host_lines
 from vdsm_dhcp import shards as sharding
+from vdsm_dhcp.agent.port_memo import fingerprint as _fingerprint
 from vdsm_dhcp.model import (DHCP_OWNER, HostEntry, InterfacePlan,
                              InvalidData, NetworkPlan, NotServed, ShardPlan,
                              namespace_name)
@@ -74,31 +75,6 @@ def _order(raw):
             pid if isinstance(pid, str) else '')
 
 
-def _fingerprint(raw):
-    """A hashable key of every field validate_port reads (PORT_FIELDS),
-    each with its type (1, 1.0 and True are equal but different data);
-    None when a field is not a scalar (no memo for that port). Unrolled:
-    it runs for every port of every round."""
-    get = raw.get
-    fixed = get('fixed_ips')
-    if type(fixed) is list:
-        entries = []
-        for f in fixed:
-            if type(f) is dict:
-                sid, ip = f.get('subnet_id'), f.get('ip_address')
-                entries.append((sid, type(sid), ip, type(ip)))
-            else:
-                entries.append((f, type(f)))
-        fixed = tuple(entries)
-    pid, mac, owner = get('id'), get('mac_address'), get('device_owner')
-    host, name = get('binding:host_id'), get('dns_name')
-    key = (pid, type(pid), mac, type(mac), owner, type(owner), host,
-           type(host), fixed, type(fixed), name, type(name))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
 
 
 def _entry_or_error(raw, subnets):
@@ -164,6 +140,68 @@ def _valid_subnets(raws, problems):
     return subnets
 
 
+def _admit(raw_ports, served_ids, reserved, entries, fresh, memo,
+           conflicts=False):
+    """(hosts, macs, skipped, problems) of the VM ports, in this order.
+    With conflicts=False, None as soon as two ports conflict (the caller
+    then sorts them: the oldest must win)."""
+    hosts, macs, ips, skipped, problems = {}, {}, {}, {}, []
+
+    def skip(raw, why, mac):
+        problem = 'port %s skipped: %s' % (shown_id(raw.get('id')), why)
+        problems.append(problem)
+        if mac is not None:
+            skipped.setdefault(mac, problem)
+
+    for raw in raw_ports:
+        key = _fingerprint(raw) if memo is not None else None
+        # a change to one port of 10,000 re-validates one port
+        hit = entries.get(key) if key is not None else None
+        if hit is None:
+            hit = _entry_or_error(raw, served_ids)
+        if key is not None:
+            fresh[key] = hit
+        if hit[0] == 'error':
+            skip(raw, hit[1], hit[1].mac)
+            continue
+        port, content, port_ips = hit[1:]
+        if content is None:
+            continue
+        if port.id in hosts:
+            if not conflicts:
+                return None
+            skip(raw, 'port id %s is listed twice' % port.id, port.mac)
+            continue
+        clash = port.mac if port.mac in reserved else None
+        for ip in port_ips:
+            if clash is None and ip in reserved:
+                clash = ip
+        if clash is not None:
+            owner = reserved[clash]
+            skip(raw, '%s %s belongs to DHCP port %s (host %s)'
+                 % ('MAC' if clash == port.mac else 'IP', clash, owner.id,
+                    shown_id(owner.host)), port.mac)
+            continue
+        if port.mac in macs:
+            if not conflicts:
+                return None
+            skip(raw, 'MAC %s is also port %s' % (port.mac, macs[port.mac]),
+                 port.mac)
+            continue
+        taken = [ip for ip in port_ips if ip in ips]
+        if taken:
+            if not conflicts:
+                return None
+            skip(raw, 'IP %s is also port %s' % (taken[0], ips[taken[0]]),
+                 port.mac)
+            continue
+        hosts[port.id] = content
+        macs[port.mac] = port.id
+        for ip in port_ips:
+            ips[ip] = port.id
+    return hosts, macs, skipped, problems
+
+
 def plan_network(listed, snapshot, bridges, host, memo=None,
                  shard_size=None):
     qid, name = listed.quantum_id, listed.name
@@ -186,13 +224,12 @@ def plan_network(listed, snapshot, bridges, host, memo=None,
     if name not in bridges:
         return NotServed(qid, name, 'bridge %s does not exist on this host'
                          % name, problems)
-    raw_ports = sorted(snapshot.ports.get(qid, ()), key=_order)
+    raw_ports = snapshot.ports.get(qid, ())
     # DHCP ports (every host's): ours is the interface; the addresses of
     # all of them belong to DHCP servers, never to a VM
     dhcp_port, dhcp_error, reserved, mine = None, None, {}, []
-    for raw in raw_ports:
-        if raw.get('device_owner') != DHCP_OWNER:
-            continue
+    for raw in sorted((r for r in raw_ports
+                       if r.get('device_owner') == DHCP_OWNER), key=_order):
         try:
             port = validate_port(raw)
         except InvalidData as e:
@@ -225,56 +262,18 @@ def plan_network(listed, snapshot, bridges, host, memo=None,
     if memo is not None:
         old_key, old_entries = memo.get(qid, (None, {}))
         entries = old_entries if old_key == subnets_key else {}
-    hosts, macs, ips, skipped = {}, {}, {}, {}
-
-    def skip(raw, why, mac):
-        problem = 'port %s skipped: %s' % (shown_id(raw.get('id')), why)
-        problems.append(problem)
-        if mac is not None:
-            skipped.setdefault(mac, problem)
-
-    for raw in raw_ports:
-        if raw.get('device_owner') == DHCP_OWNER:
-            continue
-        key = _fingerprint(raw) if memo is not None else None
-        # a change to one port of 10,000 re-validates one port
-        hit = entries.get(key) if key is not None else None
-        if hit is None:
-            hit = _entry_or_error(raw, served_ids)
-        if key is not None:
-            fresh[key] = hit
-        if hit[0] == 'error':
-            skip(raw, hit[1], hit[1].mac)
-            continue
-        port, content, port_ips = hit[1:]
-        if content is None:
-            continue
-        if port.id in hosts:
-            skip(raw, 'port id %s is listed twice' % port.id, port.mac)
-            continue
-        clash = port.mac if port.mac in reserved else None
-        for ip in port_ips:
-            if clash is None and ip in reserved:
-                clash = ip
-        if clash is not None:
-            owner = reserved[clash]
-            skip(raw, '%s %s belongs to DHCP port %s (host %s)'
-                 % ('MAC' if clash == port.mac else 'IP', clash, owner.id,
-                    shown_id(owner.host)), port.mac)
-            continue
-        if port.mac in macs:
-            skip(raw, 'MAC %s is also port %s' % (port.mac, macs[port.mac]),
-                 port.mac)
-            continue
-        taken = [ip for ip in port_ips if ip in ips]
-        if taken:
-            skip(raw, 'IP %s is also port %s' % (taken[0], ips[taken[0]]),
-                 port.mac)
-            continue
-        hosts[port.id] = content
-        macs[port.mac] = port.id
-        for ip in port_ips:
-            ips[ip] = port.id
+    vm_ports = [r for r in raw_ports if r.get('device_owner') != DHCP_OWNER]
+    # The first created wins a conflict (a MAC, an IP or an id twice), so
+    # the order matters only when there is one: the IPAM's order first
+    # (sorting 10,000 ports costs more than planning them), and sorted
+    # oldest first only then.
+    admitted = _admit(vm_ports, served_ids, reserved, entries, fresh, memo)
+    if admitted is None:
+        fresh.clear()
+        admitted = _admit(sorted(vm_ports, key=_order), served_ids,
+                          reserved, entries, fresh, memo, conflicts=True)
+    hosts, macs, skipped, admit_problems = admitted
+    problems.extend(admit_problems)
     if memo is not None:
         memo[qid] = (subnets_key, fresh)    # forget ports that are gone
     interface = InterfacePlan(namespace_name(qid), name, dhcp_port.mac,

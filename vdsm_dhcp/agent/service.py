@@ -9,6 +9,7 @@ death. Under systemd (Type=notify), READY=1 is sent once the handlers and
 the control socket are up. One agent per run_dir (an flock): a second
 one exits with EXIT_ALREADY_RUNNING and touches nothing.
 """
+import gc
 import os
 import signal
 import sys
@@ -42,6 +43,18 @@ EXIT_BAD_CONFIG = 2
 EXIT_ALREADY_RUNNING = 3
 
 
+def _tune_gc():
+    """The planner's memo holds a few objects per port, alive from round
+    to round: with the default thresholds the cyclic collector re-scans
+    them all so often that a round at 50,000 ports took twice as long
+    (measured: 280 ms without collections, 460-640 ms with). What is
+    loaded by now (modules, options) is frozen out of the scans; the
+    young generation is collected every 50,000 allocations, not 700
+    (the memo's objects are freed by their refcounts, not by it)."""
+    gc.freeze()
+    gc.set_threshold(50000, 50, 100)
+
+
 def main(argv=None):
     # when main is reached without the module-level block (imported by
     # another program first): block until run() has its handlers
@@ -71,7 +84,9 @@ def main(argv=None):
             finally:
                 os.close(lock)
         else:
-            Agent(conf).run()
+            agent = Agent(conf)
+            _tune_gc()
+            agent.run()
     except AlreadyRunning as e:
         log.error('%s', e)
         return EXIT_ALREADY_RUNNING
