@@ -3,6 +3,7 @@ DHCP port, namespace and address: real dnsmasq, real clients and raw
 DHCP packets from VM namespaces. shard_size is tiny here, so that a few
 hosts make a "big" network."""
 import os
+import signal
 
 from tests import rig
 from tests.rig import HANG, mac, wait_for
@@ -193,8 +194,27 @@ def test_removal_from_a_shard_stops_that_mac_only(host, lab):
     assert gone['mac_address'] in lease_macs(host.conf, unit)
     reloads = {s['unit']: s['reloads'] for s in st['shards']}
     pids = {s['unit']: s['dnsmasq_pid'] for s in st['shards']}
-    host.ipam.remove(gone)
-    host.ipam.save()
+    still = control.call(host.conf, 'wait', {
+        'macs': [gone['mac_address']], 'gone': True, 'timeout': 1})
+    assert still['ready'] == [] and 'still port' in still['not_ready'][
+        gone['mac_address']]
+    # the shard's dnsmasq is held (SIGSTOP): it cannot re-read its hosts,
+    # so the removal is not confirmed, however long we wait
+    os.kill(pids[unit], signal.SIGSTOP)
+    try:
+        host.ipam.remove(gone)
+        host.ipam.save()
+        held = control.call(host.conf, 'wait', {
+            'macs': [gone['mac_address']], 'gone': True, 'timeout': 2})
+        assert 'has not re-read' in held['not_ready'][gone['mac_address']]
+    finally:
+        os.kill(pids[unit], signal.SIGCONT)
+    # a truthful confirmation: once `wait --gone` says so, no answer
+    answer = control.call(host.conf, 'wait', {
+        'macs': [gone['mac_address']], 'gone': True, 'timeout': HANG},
+        timeout=HANG + 10)
+    assert answer['ready'] == [gone['mac_address']], answer
+    assert vm.offers(wait=1.5) == []
     st = wait_for(lambda: all_loaded(agent, 5), what='5 hosts loaded')
     # one shard re-read its hosts; the others were not touched
     assert {s['unit']: s['reloads'] - reloads[s['unit']]

@@ -59,6 +59,29 @@ class Gate:
         return 'no port with this MAC on a served network' + (
             '; not served: ' + ', '.join(not_served) if not_served else '')
 
+    def gone(self, macs):
+        """mac -> None when no dnsmasq answers it any more (its port was
+        removed, and the shard that held it confirmed re-reading), else
+        why not."""
+        _, plans, runtimes = self._snapshot()
+        return {mac: self._why_served(mac, plans, runtimes) for mac in macs}
+
+    @staticmethod
+    def _why_served(mac, plans, runtimes):
+        where = locate(mac, plans)
+        if where is not None and where.port_id is not None:
+            return 'still port %s of network %s' % (where.port_id,
+                                                    where.plan.name)
+        for runtime in runtimes.values():
+            applied = runtime.plan
+            if applied is not None and mac in applied.macs:
+                return 'network %s: not removed from dnsmasq yet' \
+                    % applied.name
+            if runtime.still_serves(mac):
+                return 'network %s: dnsmasq has not re-read its hosts yet' \
+                    % (applied.name if applied else runtime.quantum_id)
+        return None
+
     def _loads_changed(self):
         """dnsmasq loaded entries (readiness.WATCHER): wake the waiters."""
         with self._reconciled:
@@ -66,7 +89,8 @@ class Gate:
             self._reconciled.notify_all()
 
     def wait(self, request):
-        """Block until dnsmasq can answer every MAC, or the timeout.
+        """Block until dnsmasq can answer every MAC (with "gone": until
+        none answers any of them), or the timeout.
         Always syncs with the IPAM first: a port created just before the
         VM starts must not be missed. Woken by what can change an answer
         (a reconcile round ends, dnsmasq loads entries), not by polling;
@@ -75,6 +99,10 @@ class Gate:
         made a hook retry in a loop until its own timeout."""
         macs = request.get('macs')
         timeout = request.get('timeout', 30)
+        gone = request.get('gone', False)
+        if not isinstance(gone, bool):
+            raise control.ControlError('"gone" must be true or false')
+        state = self.gone if gone else self.readiness
         if not isinstance(macs, list) or not macs or len(macs) > MAX_MACS:
             raise control.ControlError('"macs" must be a list of 1-%d MACs'
                                        % MAX_MACS)
@@ -90,11 +118,11 @@ class Gate:
             raise control.ControlError(str(e)) from None
         started = time.monotonic()
         deadline = started + timeout
-        answers = self.readiness(macs)
+        answers = state(macs)
         if all(reason is None for reason in answers.values()):
             # dnsmasq has loaded them all: their ports exist, nothing to
             # sync first (a VM start on a warm host costs one round trip)
-            return self._wait_result(answers, started, clamped)
+            return self._wait_result(answers, started, clamped, gone)
         target = self.request_sync(full=False)['round']
 
         def events():
@@ -103,7 +131,7 @@ class Gate:
         while True:
             with self._reconciled:
                 seen = events()
-            answers = self.readiness(macs) if seen[0] >= target else {
+            answers = state(macs) if seen[0] >= target else {
                 m: 'the agent has not synced with the IPAM yet' for m in macs}
             left = deadline - time.monotonic()
             if all(reason is None for reason in answers.values()) or \
@@ -112,13 +140,15 @@ class Gate:
             with self._reconciled:
                 self._reconciled.wait_for(lambda: events() != seen,
                                           min(WAIT_FALLBACK, left))
-        return self._wait_result(answers, started, clamped)
+        return self._wait_result(answers, started, clamped, gone)
 
-    def _wait_result(self, answers, started, clamped):
-        self.metrics.wait_answered('ready' if all(
-            r is None for r in answers.values()) else 'not_ready')
+    def _wait_result(self, answers, started, clamped, gone=False):
+        if not gone:
+            self.metrics.wait_answered('ready' if all(
+                r is None for r in answers.values()) else 'not_ready')
         for mac, reason in answers.items():
-            if reason is not None:   # a VM starts without its DHCP ready
+            # a VM starts without its DHCP ready
+            if reason is not None and not gone:
                 log.warning('readiness gate: %s not ready after %.1fs: %s',
                             mac, time.monotonic() - started, reason,
                             extra=logs.mac(mac))
@@ -128,4 +158,6 @@ class Gate:
                   'waited': round(time.monotonic() - started, 4)}
         if clamped:
             result['timeout_clamped_to'] = self.conf.wait_max
+        if gone:
+            result['gone'] = True
         return result

@@ -183,6 +183,7 @@ class Agent(Queries, Gate, Adoption):
                      len(self.runtimes))
         self.source.stop()
         self._pool.shutdown()
+        self.driver.close()
 
     def _round_failed(self, exc):
         """An unexpected error in a round: log it once per distinct error,

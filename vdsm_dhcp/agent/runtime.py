@@ -97,6 +97,12 @@ class NetworkRuntime:
         dm = self.dnsmasq_of(port_id, plan)
         return dm is not None and dm.loaded(port_id)
 
+    def still_serves(self, mac):
+        """A shard has not confirmed dropping this MAC yet (a SIGHUP sent
+        after its removal, dnsmasq not yet seen re-reading)."""
+        return any(dm.tracker.still_serves(mac)
+                   for dm in list(self.units.values()))
+
     def written(self):
         """port id -> (file, entry), every shard's: a new dict."""
         units = list(self.units.values())
@@ -174,6 +180,9 @@ class NetworkRuntime:
             reload = dm.sync_hosts(shard.hosts)
             reload |= dm.sync_opts(dnsmasq_conf.opts_content(plan))
             if reload:
+                # answered until dnsmasq says it re-read: see gone()
+                dm.tracker.expect_gone(release.removed_macs(before,
+                                                            shard.hosts))
                 dm.signal(signal.SIGHUP)
                 dm.reloads += 1
                 self._release(plan, shard,
@@ -220,15 +229,18 @@ class NetworkRuntime:
 
     def supervise(self):
         """Rotate each dnsmasq's log; True when one died (see died())."""
-        dead, steady = False, True
+        dead, uptimes = False, []
         for dm in list(self.units.values()):
             dm.rotate_log()
-            if dm.cmdline and not dm.alive():
-                dead = True
-            elif (dm.uptime() or CRASH_WINDOW) < CRASH_WINDOW:
-                steady = False
-        if self.crashes and steady and not dead:
-            self.crashes = 0     # up for a while: no crash loop
+            alive = dm.alive()
+            dead |= bool(dm.cmdline) and not alive
+            # a dnsmasq forgotten after its death (not restarted yet)
+            # counts as not up: no reset of the crash count
+            uptimes.append(dm.uptime() if alive else 0)
+        if self.crashes and not dead and all(
+                u is None or u >= CRASH_WINDOW for u in uptimes) and any(
+                u is not None for u in uptimes):
+            self.crashes = 0     # all up for a while: no crash loop
         return dead
 
     def died(self):

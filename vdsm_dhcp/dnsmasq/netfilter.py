@@ -3,7 +3,7 @@ table in the network's namespace ([dnsmasq] client_rate)."""
 import logging
 import subprocess
 
-from vdsm_dhcp.host.netns_exec import netns_preexec
+from vdsm_dhcp.host.netns_exec import spawn_in_netns
 
 log = logging.getLogger('vdsm_dhcp.dnsmasq')
 
@@ -41,13 +41,18 @@ def limit_clients(conf, namespace, ifname):
     if not rate:     # none wanted: remove one set before
         rules = ''.join(rules.splitlines(True)[:2])
     try:
-        with netns_preexec(namespace) as preexec:
-            result = subprocess.run(
-                [conf.dnsmasq.nft, '-f', '-'], input=rules.encode(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, timeout=30, preexec_fn=preexec)
-        error = result.stderr.decode(errors='replace').strip() \
-            if result.returncode else None
+        proc = spawn_in_netns(namespace, [conf.dnsmasq.nft, '-f', '-'],
+                              stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        try:
+            _, stderr = proc.communicate(rules.encode(), timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        error = stderr.decode(errors='replace').strip() \
+            if proc.returncode else None
     except (OSError, subprocess.SubprocessError) as e:
         error = str(e)
     if error and rate:

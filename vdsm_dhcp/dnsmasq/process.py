@@ -37,7 +37,7 @@ from vdsm_dhcp.dnsmasq.pids import (close_pidfd, pid_alive, pidfd_exited,
                                     send_signal)
 from vdsm_dhcp.dnsmasq.readiness import LoadTracker
 from vdsm_dhcp.fileutil import atomic_write
-from vdsm_dhcp.host.netns_exec import netns_preexec
+from vdsm_dhcp.host.netns_exec import spawn_in_netns
 from vdsm_dhcp.timing import wait_until
 
 log = logging.getLogger('vdsm_dhcp.dnsmasq')
@@ -69,7 +69,8 @@ class Dnsmasq:
         self.restarts = 0
         self.adopted = False
         self._handle_lock = threading.Lock()
-        self.tracker = LoadTracker(self.files.log, self.files.hosts)
+        self.tracker = LoadTracker(self.files.log, self.files.hosts,
+                                   self.files.opts)
 
     # -- process ---------------------------------------------------------
     def ours(self, pid):
@@ -128,6 +129,7 @@ class Dnsmasq:
 
     def start(self, argv, namespace):
         self.files.create()
+        self.tracker.forget_removals()   # a new dnsmasq never had them
         for arg in argv:
             if arg.startswith('--interface='):
                 limit_clients(self.conf, namespace, arg.split('=', 1)[1])
@@ -144,11 +146,9 @@ class Dnsmasq:
         log_fd = os.open(self.files.log,
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            with netns_preexec(namespace) as preexec:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=log_fd,
-                    start_new_session=True, preexec_fn=preexec)
+            proc = spawn_in_netns(namespace, argv, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=log_fd,
+                                  start_new_session=True)
         except OSError as e:
             raise DnsmasqError('cannot run %s: %s' % (argv[0], e)) from None
         finally:

@@ -43,10 +43,16 @@ class LoadTracker:
     CHUNK = 1 << 20    # bytes read at once (a big log, bounded memory)
     WRITER_CHECK = 30.0
 
-    def __init__(self, log_path, hosts_dir):
+    def __init__(self, log_path, hosts_dir, opts_path=None):
         self.log_path = log_path
         self.prefix = ' read %s/' % hosts_dir
         self._prefix_b = os.fsencode(self.prefix)
+        # dnsmasq re-reads its options file at every SIGHUP: the line that
+        # says so confirms a removal (the hosts dir may be empty by then)
+        self._reread_b = os.fsencode(' read %s\n' % opts_path) \
+            if opts_path else None
+        self._reread_at = 0    # line count of the last such line
+        self._removing = {}    # port id -> (MAC, line count at the SIGHUP)
         self._old = None       # (fd, dnsmasq pid) of a rotated log
         self._writer_checked = True
         self._next_check = time.monotonic() + self.WRITER_CHECK
@@ -143,6 +149,10 @@ class LoadTracker:
             else:
                 self._read_at[name.strip()] = line_no
             at = data.find(self._prefix_b, counted, end)
+        if self._reread_b is not None:
+            at = data.rfind(self._reread_b, 0, end)
+            if at >= 0:
+                self._reread_at = self._lines + data.count(b'\n', 0, at) + 1
         self._lines = line_no + data.count(b'\n', counted, end)
 
     def expect(self, files_by_port):
@@ -164,6 +174,32 @@ class LoadTracker:
             for port_id in port_ids:
                 self._pending[port_id] = (None, None)
 
+    def expect_gone(self, macs_by_port):
+        """About to SIGHUP dnsmasq for these removed entries (port id ->
+        MAC): it still answers them until it logs re-reading its files
+        and is back in poll()."""
+        if not macs_by_port:
+            return
+        with self._lock:
+            self._tail()
+            for port_id, mac in macs_by_port.items():
+                self._removing[port_id] = (mac, self._lines)
+        WATCHER.watch(self)
+
+    def still_serves(self, mac):
+        """A removal of this MAC is not confirmed by dnsmasq yet."""
+        with self._lock:
+            return any(m == mac for m, _ in self._removing.values())
+
+    def removals_pending(self):
+        with self._lock:
+            return len(self._removing)
+
+    def forget_removals(self):
+        """A new dnsmasq: it never had them."""
+        with self._lock:
+            self._removing.clear()
+
     def forget(self, port_ids):
         with self._lock:
             for port_id in port_ids:
@@ -174,7 +210,7 @@ class LoadTracker:
         """Move what dnsmasq has now loaded out of pending."""
         with self._lock:
             self.pid = pid
-            if not self._pending:
+            if not self._pending and not self._removing:
                 return
             self._tail()
             moved = self._move_loaded()
@@ -184,7 +220,10 @@ class LoadTracker:
     def _move_loaded(self):
         if not self.pid or not dnsmasq_idle(self.pid):
             return False
-        before = len(self._pending)
+        before = len(self._pending) + len(self._removing)
+        for port_id, (_, line) in list(self._removing.items()):
+            if self._reread_at > line:
+                del self._removing[port_id]
         now = time.monotonic()
         for port_id, (name, line) in list(self._pending.items()):
             if name is None or self._read_at.get(name, 0) > line:
@@ -192,21 +231,23 @@ class LoadTracker:
                 since = self._since.pop(port_id, None)
                 if since is not None and name is not None and on_loaded:
                     on_loaded(now - since)
-        return len(self._pending) < before
+        return len(self._pending) + len(self._removing) < before
 
     def settle(self):
         """For the watcher, when the log grew: confirm with the last known
         pid. Returns (moved any out of pending, dnsmasq read something
         pending but is still busy: look again soon)."""
         with self._lock:
-            if not self._pending:
+            if not self._pending and not self._removing:
                 return False, False
             self._tail()
             moved = self._move_loaded()
             busy = bool(self.pid) and os.path.exists(
-                '/proc/%d' % self.pid) and any(
-                name is None or self._read_at.get(name, 0) > line
-                for name, line in self._pending.values())
+                '/proc/%d' % self.pid) and (any(
+                    name is None or self._read_at.get(name, 0) > line
+                    for name, line in self._pending.values()) or any(
+                    self._reread_at > line
+                    for _, line in self._removing.values()))
             return moved, busy
 
     def pending(self, port_id):
@@ -216,6 +257,11 @@ class LoadTracker:
     def pending_count(self):
         with self._lock:
             return len(self._pending)
+
+    def busy_count(self):
+        """Entries not loaded yet, and removals not confirmed yet."""
+        with self._lock:
+            return len(self._pending) + len(self._removing)
 
     def check_writer(self, pid, reopen):
         """Does dnsmasq write the log we read? Looked at once after

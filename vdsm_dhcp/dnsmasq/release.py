@@ -59,6 +59,18 @@ def gone_leases(written, hosts):
     return gone
 
 
+def removed_macs(written, hosts):
+    """port id -> MAC of the entries of `written` that `hosts` no longer
+    holds, or holds with another MAC (pure)."""
+    gone = {}
+    for port_id, (_, entry) in written.items():
+        if isinstance(entry, HostEntry):
+            now = hosts.get(port_id)
+            if now is None or now.mac != entry.mac:
+                gone[port_id] = entry.mac
+    return gone
+
+
 def server_for(ip, addresses):
     """Of an interface's addresses ('10.0.0.2/24', ...), the IPv4 one on
     ip's subnet: the server identifier dnsmasq gave that lease."""

@@ -133,7 +133,7 @@ class LoadWatcher:
                     self._recheck[tracker] = (time.monotonic() + delay, delay)
                 else:
                     self._recheck.pop(tracker, None)
-                if not tracker.pending_count():
+                if not tracker.busy_count():
                     self._unwatch(tracker)
         if moved_any:
             self.notify()

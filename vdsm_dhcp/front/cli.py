@@ -199,18 +199,22 @@ def _show_why(answer):
 
 def cmd_wait(conf, args):
     try:
-        reply = client.call(conf.run_dir, 'wait',
-                            {'macs': args.macs, 'timeout': args.timeout},
+        request = {'macs': args.macs, 'timeout': args.timeout}
+        if args.gone:
+            request['gone'] = True
+        reply = client.call(conf.run_dir, 'wait', request,
                             timeout=args.timeout + 10)
     except client.ControlError as e:
         return _fail(str(e))
     if args.json:
         _print_json(reply)
     else:
+        done, not_done = ('gone', 'STILL SERVED') if args.gone else \
+            ('ready', 'NOT READY')
         for mac in reply['ready']:
-            print('%s: ready' % mac)
+            print('%s: %s' % (mac, done))
         for mac, why in sorted(reply['not_ready'].items()):
-            print('%s: NOT READY: %s' % (mac, why))
+            print('%s: %s: %s' % (mac, not_done, why))
         print('waited %.3fs' % reply['waited'])
     return 0 if not reply['not_ready'] else 1
 
@@ -277,6 +281,9 @@ def parser():
     sp.add_argument('macs', nargs='+', metavar='MAC')
     sp.add_argument('--timeout', type=float, default=30.0,
                     help='seconds (default 30)')
+    sp.add_argument('--gone', action='store_true',
+                    help='wait until dnsmasq no longer answers them (their '
+                         'ports were removed)')
     add('sync', cmd_sync, 'ask the agent to resync now')
     add('metrics', cmd_metrics, "the agent's metrics, in Prometheus' text "
         'format')

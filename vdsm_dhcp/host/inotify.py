@@ -1,6 +1,5 @@
 """A minimal inotify watcher (ctypes): wake up when files in a dir change."""
 import ctypes
-import ctypes.util
 import os
 import select
 import struct
@@ -15,7 +14,8 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 CHANGES = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE
 
-_libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+# the process's own libc: find_library would fork ldconfig
+_libc = ctypes.CDLL(None, use_errno=True)
 _EVENT = struct.Struct('iIII')
 
 

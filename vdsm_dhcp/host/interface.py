@@ -3,7 +3,7 @@
     bridge <name> ── vdh<id> ═══ veth ═══ vdn<id> [netns qdhcp-<quantumId>]
                                            MAC and IPs of the DHCP port
 
-A driver has plug(quantum_id, InterfacePlan), unplug(quantum_id), ours()
+A driver has plug(unit, InterfacePlan), unplug(unit), ours(), close()
 and remove(namespace, host_if). What a driver creates carries our mark,
 and ours() returns only what does: a host may also run Neutron's own DHCP
 agent, whose qdhcp-* namespaces are not ours to remove. This module holds

@@ -1,50 +1,215 @@
-"""The veth interface driver, with pyroute2 only (no `ip` subprocesses).
+"""The veth interface driver: netlink only (no `ip` subprocesses), and no
+helper process per namespace operation.
 
-plug() checks what exists (namespace, veth, its bridge by ifindex) with a
-few sysfs reads, and touches only what differs: drift (a deleted veth, a
-bridge deleted and re-created) is repaired by the next plug, and a plug
-that finds everything right writes nothing. unplug() removes the namespace
+plug() checks what exists by reads only: the host side (namespace, mark,
+veth up, its bridge by ifindex, MTU, our alias) in sysfs, the namespace
+side (its veth's MAC, MTU and up flag, lo up, addresses) by netlink from
+inside the namespace. It writes only what differs: drift (a deleted veth,
+a bridge deleted and re-created, an address removed) is repaired, and a
+plug that finds everything right (an agent restart adopting a running
+network) sends no netlink write. After one plug, the next ones check the
+host side in sysfs alone until it drifts. unplug() removes the namespace
 and both veth ends.
+
+Netlink: one host-side socket per thread (the agent's workers), kept
+until close(); a namespace is reached by a socket made inside it by the
+calling thread (netns_exec.thread_in_netns), not by pyroute2's NetNS,
+which forks a helper per instance (pyroute2 0.9.7: netns.create_socket);
+its checks are read by hand (Namespace), pyroute2 writes.
 
 Our mark: an empty file MARK_DIR/<namespace> exists from before the
 namespace is created until after it is removed; the host veth end carries
-the ifalias DEVICE_MARK<quantumId>. ours() returns only what is marked.
+the ifalias DEVICE_MARK<unit id>. ours() returns only what is marked.
 """
+import contextlib
 import logging
 import os
+import socket
+import struct
+import threading
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vdsm_dhcp.host import bridges
+from vdsm_dhcp.host.netns_exec import (NETNS_DIR, create_netns,
+                                       remove_netns, thread_in_netns)
 from vdsm_dhcp.model import namespace_name
 from vdsm_dhcp.host.interface import (DEVICE_MARK, HOST_PREFIX, NS_PREFIX,
-                                 PlugError, device_names)
+                                      PlugError, device_names)
 
 log = logging.getLogger('vdsm_dhcp.veth')
 
 IFA_F_NODAD = 0x02
 IFF_UP = 0x1
+NETLINK_ROUTE = 0
 SYS_NET = '/sys/class/net/'
-NETNS_DIR = '/run/netns/'
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_GETLINK, RTM_GETADDR = 18, 22
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU = 1, 3, 4
+IFA_ADDRESS = 1
+NLA_TYPE_MASK = 0x3fff
 
 
-def _netns_names():
-    try:
-        return set(netns.listnetns())
-    except FileNotFoundError:
-        return set()
+def _read(path):
+    with open(path) as f:
+        return f.read().strip()
 
 
 def _read_int(path, base=10):
-    with open(path) as f:
-        return int(f.read().strip(), base)
+    return int(_read(path), base)
+
+
+def _netlink_socket():
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM |
+                         socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+
+
+def _attributes(payload, start):
+    """Netlink attributes (type -> raw value) from `start` on."""
+    attrs = {}
+    while start + 4 <= len(payload):
+        length, kind = struct.unpack_from('=HH', payload, start)
+        if length < 4:
+            break
+        attrs[kind & NLA_TYPE_MASK] = payload[start + 4:start + length]
+        start += (length + 3) & ~3
+    return attrs
+
+
+class Link:
+    __slots__ = ('index', 'flags', 'mac', 'mtu')
+
+    def __init__(self, index, flags, mac, mtu):
+        self.index, self.flags, self.mac, self.mtu = index, flags, mac, mtu
+
+
+class Namespace:
+    """Netlink inside one namespace, for one plug. Reads (the checks of
+    every plug) are two dumps parsed by hand: ~0.1 ms, where pyroute2
+    parses every attribute of every message (~2 ms with its socket set
+    up). Writes (drift only) go through pyroute2 on a second socket made
+    when the first write comes."""
+
+    def __init__(self, name):
+        self.name = name
+        with thread_in_netns(name):
+            self.sock = _netlink_socket()
+        self._writer = self._writer_sock = None
+        self._seq = 0
+
+    def close(self):
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer_sock.close()
+        self.sock.close()
+
+    @property
+    def ipr(self):
+        """pyroute2 in the namespace, for writes."""
+        if self._writer is None:
+            with thread_in_netns(self.name):
+                self._writer_sock = _netlink_socket()
+            self._writer = IPRoute(use_socket=self._writer_sock)
+        return self._writer
+
+    def _dump(self, msg_type, body):
+        """The payloads of one dump request's answer."""
+        self._seq += 1
+        self.sock.send(struct.pack('=IHHII', 16 + len(body), msg_type,
+                                   NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0)
+                       + body)
+        while True:
+            data = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind, _, seq = struct.unpack_from('=IHHI', data,
+                                                          offset)
+                if length < 16:
+                    raise OSError('netlink: bad message length %d' % length)
+                if seq == self._seq:
+                    if kind == NLMSG_DONE:
+                        return
+                    if kind == NLMSG_ERROR:
+                        code = -struct.unpack_from('=i', data, offset + 16)[0]
+                        raise OSError(code, 'netlink dump in %s: %s'
+                                      % (self.name, os.strerror(code)))
+                    yield data[offset + 16:offset + length]
+                offset += (length + 3) & ~3
+
+    def links(self):
+        """name -> Link, of every device in the namespace."""
+        links = {}
+        for msg in self._dump(RTM_GETLINK, bytes(16)):   # ifinfomsg
+            index, flags = struct.unpack_from('=iI', msg, 4)
+            attrs = _attributes(msg, 16)
+            name = attrs.get(IFLA_IFNAME, b'').rstrip(b'\0').decode()
+            mac = ':'.join('%02x' % b for b in attrs.get(IFLA_ADDRESS, b''))
+            mtu = attrs.get(IFLA_MTU)
+            links[name] = Link(index, flags, mac,
+                               struct.unpack('=I', mtu)[0] if mtu else None)
+        return links
+
+    def addresses(self, index):
+        """The addresses on device `index`, as 'ip/prefixlen' (link-local
+        IPv6 aside: the kernel's own)."""
+        have = set()
+        for msg in self._dump(RTM_GETADDR, bytes(8)):    # ifaddrmsg
+            family, plen, _, _, ifindex = struct.unpack_from('=BBBBI', msg)
+            ip = _attributes(msg, 8).get(IFA_ADDRESS)
+            if ifindex != index or ip is None or \
+                    family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = socket.inet_ntop(family, ip)
+            if not ip.startswith('fe80:'):
+                have.add('%s/%d' % (ip, plen))
+        return have
 
 
 class VethDriver:
     def __init__(self, mark_dir):
         self.mark_dir = mark_dir
         self._plugged = {}   # namespace -> (InterfacePlan, mtu) last plugged
+        self._local = threading.local()    # .ipr: this thread's socket
+        self._sockets = set()              # every thread's, for close()
+        self._sockets_lock = threading.Lock()
+
+    # -- netlink sockets ------------------------------------------------------
+    @contextlib.contextmanager
+    def _host(self):
+        """This thread's host-side netlink socket, made on first use; one
+        that failed other than by a kernel answer (NetlinkError) is closed
+        and the next call makes a new one."""
+        ipr = getattr(self._local, 'ipr', None)
+        if ipr is None:
+            ipr = self._local.ipr = IPRoute()
+            with self._sockets_lock:
+                self._sockets.add(ipr)
+        try:
+            yield ipr
+        except (NetlinkError, PlugError):
+            raise            # an answer: the socket works
+        except Exception:
+            self._drop(ipr)
+            raise
+
+    def _drop(self, ipr):
+        self._local.ipr = None
+        with self._sockets_lock:
+            self._sockets.discard(ipr)
+        with contextlib.suppress(Exception):
+            ipr.close()
+
+    def close(self):
+        """Close every thread's host-side socket (the agent's end)."""
+        with self._sockets_lock:
+            sockets, self._sockets = self._sockets, set()
+        for ipr in sockets:
+            with contextlib.suppress(Exception):
+                ipr.close()
+        self._local = threading.local()
 
     # -- our mark -------------------------------------------------------------
     def _mark_path(self, namespace):
@@ -67,7 +232,7 @@ class VethDriver:
         """(namespaces, host devices) that carry our mark: marked
         namespaces (also a mark whose namespace is gone: remove() drops
         it) and vdh* devices whose ifalias is ours."""
-        with IPRoute() as ipr:
+        with self._host() as ipr:
             links = [(link.get_attr('IFLA_IFNAME'),
                       link.get_attr('IFLA_IFALIAS') or '')
                      for link in ipr.get_links()]
@@ -82,32 +247,33 @@ class VethDriver:
                  and alias.startswith(DEVICE_MARK)})
 
     # -- plug ---------------------------------------------------------------
-    def plug(self, quantum_id, iface):
-        """Make the namespace look like iface (an InterfacePlan). Returns
-        whether the interface's addresses or MAC had to change (a dnsmasq
-        bound to the old ones must restart); an adopted namespace that is
-        already right returns False."""
+    def plug(self, unit_id, iface):
+        """Make the namespace look like iface (an InterfacePlan). unit_id:
+        a network's quantumId, or "<quantumId>.<port id>" for a further
+        shard (only named from here). Returns whether the interface's
+        addresses or MAC had to change (a dnsmasq bound to the old ones
+        must restart); an adopted namespace that is already right returns
+        False, having written nothing."""
         mtu = bridges.mtu(iface.bridge)
-        host_if, ns_if = device_names(quantum_id)
-        if self._plugged.get(iface.namespace) == (iface, mtu) and \
-                self._intact(iface, host_if, mtu):
+        host_if, ns_if = device_names(unit_id)
+        host_ok = self._intact(unit_id, iface, host_if, mtu)
+        if host_ok and self._plugged.get(iface.namespace) == (iface, mtu):
             return False
         try:
-            changed = self._plug(quantum_id, iface, host_if, ns_if, mtu)
-        except NetlinkError as e:
-            raise PlugError('plugging %s into bridge %s: %s'
-                            % (iface.namespace, iface.bridge, e)) from None
-        except OSError as e:
+            changed = self._plug(unit_id, iface, host_if, ns_if, mtu,
+                                 host_ok)
+        except (NetlinkError, OSError) as e:
             raise PlugError('plugging %s into bridge %s: %s'
                             % (iface.namespace, iface.bridge, e)) from None
         self._plugged[iface.namespace] = (iface, mtu)
         return changed
 
-    def _intact(self, iface, host_if, mtu):
-        """What was plugged is still there, from sysfs alone (no netlink,
-        no namespace switch): namespace and mark, host veth up, enslaved
-        to the bridge that has this name now (by ifindex: a bridge deleted
-        and re-created is another device), with the bridge's MTU."""
+    def _intact(self, unit_id, iface, host_if, mtu):
+        """The host side is right, from sysfs alone (no netlink, no
+        namespace switch): namespace and mark, host veth up, enslaved to
+        the bridge that has this name now (by ifindex: a bridge deleted
+        and re-created is another device), with the bridge's MTU and our
+        alias."""
         try:
             if not (os.path.exists(NETNS_DIR + iface.namespace) and
                     os.path.exists(self._mark_path(iface.namespace))):
@@ -116,27 +282,55 @@ class VethDriver:
                 return False
             if mtu and _read_int(SYS_NET + host_if + '/mtu') != mtu:
                 return False
+            if _read(SYS_NET + host_if + '/ifalias') != DEVICE_MARK + unit_id:
+                return False
             return (_read_int(SYS_NET + host_if + '/master/ifindex') ==
                     _read_int(SYS_NET + iface.bridge + '/ifindex'))
         except (OSError, ValueError):
             return False
 
-    def _plug(self, quantum_id, iface, host_if, ns_if, mtu):
+    def _plug(self, unit_id, iface, host_if, ns_if, mtu, host_ok):
         self._mark(iface.namespace)    # before creating: never unmarked
-        if iface.namespace not in _netns_names():
-            netns.create(iface.namespace)
-        with IPRoute() as ipr:
+        if not os.path.exists(NETNS_DIR + iface.namespace):
+            log.info('%s: creating the namespace', iface.namespace)
+            create_netns(iface.namespace)
+        ns = Namespace(iface.namespace)
+        try:
+            links = ns.links()
+            peer = links.get(ns_if)
+            if not (host_ok and peer):
+                self._plug_host(unit_id, iface, host_if, ns_if, mtu, ns,
+                                peer)
+                peer = ns.links()[ns_if]
+            lo = links.get('lo')
+            if lo is not None and not lo.flags & IFF_UP:
+                ns.ipr.link('set', index=lo.index, state='up')
+            mac_changed = peer.mac != iface.mac
+            if mac_changed:
+                if peer.flags & IFF_UP:
+                    ns.ipr.link('set', index=peer.index, state='down')
+                ns.ipr.link('set', index=peer.index, address=iface.mac)
+            if mtu and peer.mtu != mtu:
+                ns.ipr.link('set', index=peer.index, mtu=mtu)
+            if mac_changed or not peer.flags & IFF_UP:
+                ns.ipr.link('set', index=peer.index, state='up')
+            return self._sync_addresses(ns, peer.index, iface.addresses) \
+                or mac_changed
+        finally:
+            ns.close()
+
+    def _plug_host(self, unit_id, iface, host_if, ns_if, mtu, ns, peer):
+        """The host end, created or set right (netlink, host side)."""
+        with self._host() as ipr:
             bridge = ipr.link_lookup(ifname=iface.bridge)
             if not bridge:
                 raise PlugError('bridge %s does not exist' % iface.bridge)
             host = ipr.link_lookup(ifname=host_if)
-            with NetNS(iface.namespace) as ns:
-                peer = ns.link_lookup(ifname=ns_if)
-                if host and not peer:   # its peer is elsewhere: start over
-                    ipr.link('del', index=host[0])
-                    host = []
-                elif peer and not host:   # the host end vanished
-                    ns.link('del', index=peer[0])
+            if host and not peer:   # its peer is elsewhere: start over
+                ipr.link('del', index=host[0])
+                host = []
+            elif peer and not host:   # the host end vanished
+                ns.ipr.link('del', index=peer.index)
             if not host:
                 log.info('%s: creating veth %s into bridge %s',
                          iface.namespace, host_if, iface.bridge)
@@ -144,7 +338,7 @@ class VethDriver:
                          peer={'ifname': ns_if,
                                'net_ns_fd': iface.namespace})
                 host = ipr.link_lookup(ifname=host_if)
-            link = ipr.get_links(host[0])[0]
+            link = ipr.link('get', index=host[0])[0]
             settings = {}
             if link.get_attr('IFLA_MASTER') != bridge[0]:
                 settings['master'] = bridge[0]
@@ -152,64 +346,47 @@ class VethDriver:
                 settings['state'] = 'up'
             if mtu and link.get_attr('IFLA_MTU') != mtu:
                 settings['mtu'] = mtu
-            if link.get_attr('IFLA_IFALIAS') != DEVICE_MARK + quantum_id:
-                settings['ifalias'] = DEVICE_MARK + quantum_id
+            if link.get_attr('IFLA_IFALIAS') != DEVICE_MARK + unit_id:
+                settings['ifalias'] = DEVICE_MARK + unit_id
             if settings:
                 ipr.link('set', index=host[0], **settings)
-        with NetNS(iface.namespace) as ns:
-            lo = ns.link_lookup(ifname='lo')
-            ns.link('set', index=lo[0], state='up')
-            index = ns.link_lookup(ifname=ns_if)[0]
-            link = ns.get_links(index)[0]
-            mac_changed = link.get_attr('IFLA_ADDRESS') != iface.mac
-            if mac_changed:
-                ns.link('set', index=index, state='down')
-                ns.link('set', index=index, address=iface.mac)
-            if mtu and link.get_attr('IFLA_MTU') != mtu:
-                ns.link('set', index=index, mtu=mtu)
-            ns.link('set', index=index, state='up')
-            return self._sync_addresses(ns, index, iface.addresses) \
-                or mac_changed
 
     @staticmethod
     def _sync_addresses(ns, index, wanted):
-        have = {}
-        for addr in ns.get_addr(index=index):
-            ip = addr.get_attr('IFA_ADDRESS')
-            if ip and not ip.startswith('fe80:'):
-                have['%s/%d' % (ip, addr['prefixlen'])] = addr
-        for cidr in set(have) - set(wanted):
+        have = ns.addresses(index)
+        for cidr in have - set(wanted):
             ip, plen = cidr.split('/')
-            ns.addr('del', index=index, address=ip, prefixlen=int(plen))
+            ns.ipr.addr('del', index=index, address=ip, prefixlen=int(plen))
         for cidr in wanted:
             if cidr in have:
                 continue
             ip, plen = cidr.split('/')
             extra = {'flags': IFA_F_NODAD} if ':' in ip else {}
-            ns.addr('add', index=index, address=ip, prefixlen=int(plen),
-                    **extra)
-        return set(have) != set(wanted)
+            ns.ipr.addr('add', index=index, address=ip, prefixlen=int(plen),
+                        **extra)
+        return have != set(wanted)
 
     # -- unplug -------------------------------------------------------------
-    def unplug(self, quantum_id):
-        namespace = namespace_name(quantum_id)
-        host_if, _ = device_names(quantum_id)
+    def unplug(self, unit_id):
+        namespace = namespace_name(unit_id)
+        host_if, _ = device_names(unit_id)
         self._plugged.pop(namespace, None)
         self.remove(namespace, host_if)
 
     def remove(self, namespace, host_if):
         """Delete the host veth end (its peer goes with it), the namespace
         and its mark; either may be None."""
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=host_if) if host_if else []
-            if index:
-                try:
-                    ipr.link('del', index=index[0])
-                except NetlinkError as e:
-                    if e.code != 19:   # ENODEV: already gone
-                        raise
+        if host_if:
+            with self._host() as ipr:
+                index = ipr.link_lookup(ifname=host_if)
+                if index:
+                    try:
+                        ipr.link('del', index=index[0])
+                    except NetlinkError as e:
+                        if e.code != 19:   # ENODEV: already gone
+                            raise
         if namespace:
             self._plugged.pop(namespace, None)
-            if namespace in _netns_names():
-                netns.remove(namespace)
+            if os.path.lexists(NETNS_DIR + namespace):
+                remove_netns(namespace)
             self._unmark(namespace)
