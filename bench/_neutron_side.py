@@ -11,7 +11,7 @@ import subprocess
 import time
 import uuid
 
-from pyroute2 import NetNS, netns
+from pyroute2 import IPRoute, NetNS, netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -107,8 +107,10 @@ def servable(pid, tail, match, t0=0.0, cpu0=None, timeout=120):
                          % (pid, match, timeout))
 
 
-def network_dicts(n, prefix='10.10'):
-    """One Neutron network: a /16 subnet, a DHCP port (.0.2), n VM ports."""
+def network_dicts(n, prefix='10.10', dhcp_ports=1):
+    """One Neutron network: a /16 subnet, `dhcp_ports` DHCP ports (the
+    first at .0.2, further ones from .0.101: the shards of a big network,
+    oldest first by created_at) and n VM ports."""
     net_id = str(uuid.uuid4())
     sub_id = str(uuid.uuid4())
     subnet = {'id': sub_id, 'network_id': net_id, 'cidr': prefix + '.0.0/16',
@@ -117,15 +119,27 @@ def network_dicts(n, prefix='10.10'):
               'host_routes': [], 'ipv6_address_mode': None,
               'ipv6_ra_mode': None, 'subnetpool_id': None}
     ports = [vm_port(net_id, sub_id, i, prefix) for i in range(n)]
-    dhcp_port = {'id': str(uuid.uuid4()), 'network_id': net_id,
-                 'mac_address': mac(0xd00000), 'device_owner': 'network:dhcp',
-                 'device_id': 'dhcp-bench', 'binding:host_id': 'bench-host',
-                 'fixed_ips': [{'subnet_id': sub_id,
-                                'ip_address': prefix + '.0.2'}]}
+    dhcp = []
+    for k in range(max(1, dhcp_ports)):
+        dhcp.append({
+            'id': str(uuid.uuid4()), 'network_id': net_id,
+            'mac_address': mac(0xd00000 + k), 'device_owner': 'network:dhcp',
+            'device_id': 'dhcp-bench' + ('-shard%d' % k if k else ''),
+            'binding:host_id': 'bench-host',
+            'created_at': '2026-01-01T00:%02d:%02dZ' % divmod(k, 60),
+            'fixed_ips': [{'subnet_id': sub_id, 'ip_address': '%s.0.%d' % (
+                prefix, 2 if k == 0 else 100 + k)}]})
     network = {'id': net_id, 'name': 'bench', 'admin_state_up': True,
-               'mtu': 1500, 'subnets': [subnet], 'ports': [dhcp_port] + ports,
+               'mtu': 1500, 'subnets': [subnet], 'ports': dhcp + ports,
                'project_id': 'bench'}
     return network
+
+
+def shard_ports(hosts, shard_size=600):
+    """How many DHCP ports of this host a network of `hosts` hosts lists:
+    one per started shard_size (the agent's default [dnsmasq] shard_size;
+    an agent without shards uses the first only)."""
+    return max(1, -(-hosts // shard_size))
 
 
 def vm_port(net_id, sub_id, i, prefix='10.10'):
@@ -141,22 +155,35 @@ class NeutronDriver:
     """Neutron's dhcp.Dnsmasq in a child process on a network of ours: the
     qdhcp-<id> namespace with a veth DHCP interface holding .0.2/16."""
 
-    def __init__(self, network, state_dir):
+    def __init__(self, network, state_dir, bridge=None):
         self.network = network
         self.state_dir = state_dir
+        self.bridge = bridge
         self.ns = 'qdhcp-' + network['id']
         self.ifname = 'ns-' + network['ports'][0]['id'][:11]
         self.proc = self.pid = None
 
     def start(self, timeout=300):
+        """With a bridge, the veth's other end is on it (a VM on that
+        bridge reaches Neutron's dnsmasq); without, both ends stay in the
+        namespace."""
         netns.create(self.ns)
+        if self.bridge:
+            peer = 'nb' + self.network['ports'][0]['id'][:12]
+            with IPRoute() as ipr:
+                ipr.link('add', ifname=peer, kind='veth',
+                         peer={'ifname': self.ifname, 'net_ns_fd': self.ns})
+                ipr.link('set', index=ipr.link_lookup(ifname=peer)[0],
+                         master=ipr.link_lookup(ifname=self.bridge)[0],
+                         state='up')
         with NetNS(self.ns) as ns:
             ns.link('set', index=ns.link_lookup(ifname='lo')[0], state='up')
-            # no dummy module here: a veth pair, both ends in the namespace
-            ns.link('add', ifname=self.ifname, kind='veth',
-                    peer={'ifname': 'peer0'})
-            ns.link('set', index=ns.link_lookup(ifname='peer0')[0],
-                    state='up')
+            if not self.bridge:
+                # no dummy module here: a veth pair, both ends inside
+                ns.link('add', ifname=self.ifname, kind='veth',
+                        peer={'ifname': 'peer0'})
+                ns.link('set', index=ns.link_lookup(ifname='peer0')[0],
+                        state='up')
             index = ns.link_lookup(ifname=self.ifname)[0]
             ns.link('set', index=index, address=mac(0xd00000), state='up')
             ip = self.network['ports'][0]['fixed_ips'][0]['ip_address']

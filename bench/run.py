@@ -19,6 +19,16 @@ import time
 from tests import leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# `make bench` must stay under 20 minutes on the 2-core reference machine:
+# the planned share of each figure at full size (seconds), checked after
+# each run (a figure far over its share is reported, not stopped)
+LIMIT = 20 * 60
+PLAN = {'fig1_port_change': 330, 'fig2_burst': 90, 'fig3_boot_storm': 45,
+        'fig4_cold_start': 150, 'fig5_churn': 200, 'fig6_resources': 70,
+        'fig7_setdhcp': 60, 'fig8_hooks': 60, 'fig9_recovery': 40,
+        'fig10_metrics': 55}
+# fig5's share assumes 30 s per rate; at 60 s per rate (6 rates) it takes
+# ~390 s and make bench ~20.5 min
 
 
 def figures(only=None):
@@ -111,8 +121,10 @@ def measure(argv):
                 row.setdefault('stdev', statistics.pstdev(runs))
         results.append({'figure': name, 'title': module.TITLE, 'rows': rows,
                         'seconds': round(time.monotonic() - started, 1)})
+    total = round(sum(f['seconds'] for f in results), 1)
     doc = {'when': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-           'quick': quick, 'machine': machine(), 'figures': results}
+           'quick': quick, 'machine': machine(), 'figures': results,
+           'seconds': total}
     out = os.environ.get('VDSM_DHCP_BENCH_RESULTS',
                          os.path.join(HERE, 'results'))
     os.makedirs(out, exist_ok=True)
@@ -122,8 +134,27 @@ def measure(argv):
         json.dump(doc, f, indent=2)
     print()
     print(table(results))
+    print()
+    print(budget(results, quick))
     print('\nJSON: %s' % path)
     return 0
+
+
+def budget(results, quick):
+    """Seconds per figure against its planned share of `make bench`."""
+    lines = ['time: %.0f s in all%s' % (
+        sum(f['seconds'] for f in results),
+        '' if quick else ' (make bench limit %d s)' % LIMIT)]
+    for fig in results:
+        plan = PLAN.get(fig['figure'])
+        over = not quick and plan and fig['seconds'] > 1.25 * plan
+        lines.append('  %-18s %6.1f s%s%s' % (
+            fig['figure'], fig['seconds'],
+            '' if quick or not plan else ' (plan %d s)' % plan,
+            '  OVER PLAN' if over else ''))
+    if not quick and sum(f['seconds'] for f in results) > LIMIT:
+        lines.append('OVER THE make bench LIMIT of %d s' % LIMIT)
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':
