@@ -9,6 +9,7 @@ from tests import rig
 from tests.rig import HANG, mac, wait_for
 from vdsm_dhcp import shards
 from vdsm_dhcp.agent import control
+from vdsm_dhcp.dnsmasq.pids import pid_alive
 
 PREFIX = '10.50.0'
 # fixed DHCP port ids: the rendezvous assignment, and so which VM lands
@@ -296,3 +297,38 @@ def test_two_hosts_fail_over_a_sharded_network(host, lab, request):
             remote.close()
         finally:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_restart_adopts_every_shard_and_drops_unneeded_ones(host, lab):
+    sharded_host(host)
+    net, sub, ports = sharded_network(host, lab)
+    host.networks(('red', net['id']))
+    agent = host.agent()
+    st = wait_for(lambda: all_loaded(agent, 6), what='6 hosts loaded')
+    pids = {s['unit']: s['dnsmasq_pid'] for s in st['shards']}
+    agent.stop()
+    # every shard's dnsmasq kept serving while no agent ran
+    assert all(pid_alive(pid) for pid in pids.values())
+    agent = host.agent()
+    st = wait_for(lambda: all_loaded(agent, 6), what='adopted')
+    assert {s['unit']: s['dnsmasq_pid'] for s in st['shards']} == pids
+    assert st['restarts'] == 0 and st['adopted']
+    # the newest DHCP port goes while the agent is down: at the next
+    # start its shard is adopted, then removed, its hosts served by the
+    # others
+    agent.stop()
+    last = dhcp_ports_of(host.ipam)[-1]
+    host.ipam.remove(last)
+    host.ipam.save()
+    agent = host.agent()
+    st = wait_for(lambda: len(agent.network('red').get('shards', ())) == 2
+                  and all_loaded(agent, 6), what='two shards')
+    gone_unit = '%s.%s' % (net['id'], last['id'])
+    assert gone_unit not in {s['unit'] for s in st['shards']}
+    assert not os.path.exists('/run/netns/qdhcp-' + gone_unit)
+    assert not os.path.exists(os.path.join(host.conf.state_dir, gone_unit))
+    assert not pid_alive(pids[gone_unit])     # (a zombie until reaped)
+    dhcp = dhcp_ports_of(host.ipam)
+    for port in ports:
+        assert lab.vm('red', port['mac_address']).offers() == [
+            (server_of(port, dhcp), ip_of(port))]
