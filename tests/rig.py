@@ -311,14 +311,8 @@ class VM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                             b'eth0')
             sock.bind(('0.0.0.0', 68))
-            sock.sendto(discover, ('255.255.255.255', 67))
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    reply = sock.recv(4096)
-                except socket.timeout:
-                    break
+            for reply in _exchange(sock, discover,
+                                   ('255.255.255.255', 67), wait):
                 offer = _parse_offer(reply, xid)
                 if offer:
                     found.add(offer)
@@ -353,14 +347,8 @@ class VM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                             b'eth0')
             sock.bind(('0.0.0.0', 68))
-            sock.sendto(packet, (server or '255.255.255.255', 67))
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    reply = sock.recv(4096)
-                except socket.timeout:
-                    break
+            for reply in _exchange(sock, packet,
+                                   (server or '255.255.255.255', 67), wait):
                 answer = _parse_reply(reply, xid)
                 if answer and answer[1] in (5, 6):
                     found.add(answer)
@@ -372,6 +360,26 @@ class VM:
         """The last dhcp() did broadcast a DISCOVER: "no lease" then means
         nobody answered, not that the client never ran."""
         return 'broadcasting discover' in self.udhcpc_output
+
+
+def _exchange(sock, packet, to, wait, every=0.5):
+    """Send packet, again every `every` s (as a client retransmits: one
+    datagram can be lost on a loaded host, e.g. before a new port of the
+    bridge forwards), and yield every reply until `wait` s have passed."""
+    deadline = time.monotonic() + wait
+    next_send = 0
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            return
+        if now >= next_send:
+            sock.sendto(packet, to)
+            next_send = now + every
+        sock.settimeout(max(0.01, min(deadline, next_send) - now))
+        try:
+            yield sock.recv(4096)
+        except socket.timeout:
+            continue
 
 
 def _parse_offer(packet, xid):

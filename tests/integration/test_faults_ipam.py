@@ -227,7 +227,9 @@ def mutate(doc, rnd, anything=False):
         return 'subnet ' + mutate_resource(rnd, subnets[2], SUBNET_FIELDS)
     if kind == 5:         # our DHCP port's or a good port's MAC or IP reused
         port = rnd.choice(victims[1:])
-        good = rnd.choice(ports[2:2 + GOOD])
+        # the good port as first listed (with `anything`, the one in the
+        # document may have lost its MAC or IPs by now)
+        good = good_port(rnd.randrange(GOOD))
         if rnd.random() < 0.5:
             port['mac_address'] = rnd.choice([DHCP_MAC, DHCP_MAC.upper(),
                                               good['mac_address']])
