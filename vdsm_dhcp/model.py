@@ -91,7 +91,7 @@ class SubnetPlan:
         return ipaddress.ip_network(self.cidr)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkInfo:
     id: str
     admin_state_up: bool
@@ -99,7 +99,9 @@ class NetworkInfo:
     problems: tuple = ()
 
 
-@dataclass(frozen=True)
+# slots: no __dict__ per instance (the planner's memo keeps one HostEntry
+# per port, 10,000s of them)
+@dataclass(frozen=True, slots=True)
 class Port:
     """A port whose every field we read is valid (says nothing yet of how
     it fits its network: that is the planner's)."""
@@ -111,7 +113,7 @@ class Port:
     dns_name: str                    # '' when none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostEntry:
     """One port as dnsmasq serves it: its MAC, its addresses on the served
     stateful subnets (ipaddress objects, in the IPAM's order) and the host
@@ -123,7 +125,7 @@ class HostEntry:
     hostname: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InterfacePlan:
     """The DHCP port as plugged into the namespace."""
     namespace: str

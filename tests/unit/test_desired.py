@@ -300,6 +300,70 @@ def test_memo_gives_the_same_plans_and_never_stale_ones():
     assert len(memo[NET][1]) == 1
 
 
+def test_memo_keeps_no_object_of_the_document():
+    """What outlives a round holds no string of the parsed document: one
+    such string keeps the memory the document was parsed into resident
+    after it is dropped (and the port's texts are held once)."""
+    import json
+    memo = {}
+    ports = [port('p%d' % k, 'fa:16:3e:00:01:%02x' % k,
+                  [(SUB4, '10.0.0.%d' % (10 + k))]) for k in range(5)]
+    snap = snapshot(ports, v6_mode='dhcpv6-stateful')
+    parsed = json.loads(json.dumps(
+        [snap.networks[NET], snap.subnets[NET], snap.ports[NET]]))
+    doc = {id(x) for x in _walk(parsed) if _own(x)}
+    snap = Snapshot.from_lists([parsed[0]], parsed[1], parsed[2])
+    plan = compute(LISTED, snap, {'red'}, 'host-a', memo)[NET]
+    assert len(plan.hosts) == 5
+    kept = [x for x in _walk([memo, plan]) if _own(x)]
+    assert kept and not [x for x in kept if id(x) in doc]
+    entry = plan.hosts['p1']
+    key = [k for k, v in memo[NET][1].items() if v[1] is entry][0]
+    assert key[0] is entry.port_id and key[1] is entry.mac
+
+
+def _own(x):
+    """A string or int that is an object of its own (not one that Python
+    shares: small ints, '' and 1-character strings)."""
+    return type(x) is str and len(x) > 1 or type(x) is int and not (
+        -5 <= x <= 256)
+
+
+def _walk(root):
+    seen, todo = set(), [root]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        if isinstance(x, dict):
+            todo.extend(x)
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            todo.extend(x)
+        elif hasattr(x, '__dataclass_fields__'):
+            todo.extend(getattr(x, f) for f in x.__dataclass_fields__)
+
+
+def test_an_unchanged_network_keeps_its_plan_and_gone_ones_are_forgotten():
+    memo = {}
+    p1 = port('p1', 'fa:16:3e:00:00:10', [(SUB4, '10.0.0.10')])
+    first = compute(LISTED, snapshot([p1]), {'red'}, 'host-a', memo)[NET]
+    again = compute(LISTED, snapshot([p1]), {'red'}, 'host-a', memo)[NET]
+    assert again is first
+    p1['fixed_ips'][0]['ip_address'] = '10.0.0.11'
+    changed = compute(LISTED, snapshot([p1]), {'red'}, 'host-a', memo)[NET]
+    assert changed is not first and changed != first
+    assert texts(changed.hosts) == {
+        'p1': 'fa:16:3e:00:00:10,10.0.0.11,host-10-0-0-11\n'}
+    # no longer listed: the memo forgets the network
+    others = [Network('blue', 'b%d' % k) for k in range(2)]
+    compute(others, snapshot([p1]), {'red'}, 'host-a', memo)
+    assert not [k for k in memo if NET in (k, k[1] if type(k) is tuple
+                                           else None)]
+
+
 def test_load_tracker_believes_only_dnsmasqs_own_reads(tmp_path, monkeypatch):
     from vdsm_dhcp.dnsmasq import readiness
     log = tmp_path / 'dnsmasq.log'

@@ -112,13 +112,31 @@ def test_one_parse_alive_at_a_time(tmp_path, parses):
     assert parses.alive_before == [0, 0, 0]
 
 
-def test_repeated_strings_are_held_once(tmp_path):
+def test_the_kept_snapshot_goes_when_unused(tmp_path, parses,
+                                            monkeypatch):
+    """Between rounds the planner needs none of the document: it is kept
+    KEEP_FOR s (rounds that close share one parse), then dropped, and the
+    freed memory given back once the last round holding it is done."""
+    trims = []
+    monkeypatch.setattr(file_source, 'release_memory',
+                        lambda: trims.append(1))
     path = tmp_path / 'ipam.json'
     write(path, 'one')
-    ports = file_source.FileSource(str(path)).snapshot(NETS).ports['net-a']
-    for key in ('network_id', 'device_owner'):
-        assert len({id(p[key]) for p in ports}) == 1, key
-    assert len({id(p['fixed_ips'][0]['subnet_id']) for p in ports}) == 1
+    source = file_source.FileSource(str(path))
+    snap = source.snapshot(NETS)
+    used = source._used_at
+    assert source.expire(used + file_source.KEEP_FOR / 2) is False
+    assert source.snapshot(NETS) is snap and len(parses.runs) == 1
+    # unused long enough: dropped, but a round still holds it
+    assert source.expire(source._used_at + file_source.KEEP_FOR) is False
+    assert parses.alive() and not trims
+    del snap
+    assert not parses.alive()
+    assert source.expire(used) is True and trims == [1]
+    assert source.expire(used) is False and trims == [1]   # once
+    # the next round parses the unchanged file again
+    assert source.snapshot(NETS).ports['net-a'][0]['id'] == 'one-net-a-0'
+    assert len(parses.runs) == 2
 
 
 NEUTRON_ONLY = ('vdsm_dhcp.sources.neutron', 'keystoneauth1',

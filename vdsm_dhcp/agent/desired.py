@@ -18,10 +18,12 @@ from vdsm_dhcp import logs
 from vdsm_dhcp.dnsmasq.conf import RenderError, host_lines
 from vdsm_dhcp import shards as sharding
 from vdsm_dhcp.agent.port_memo import fingerprint as _fingerprint
+from vdsm_dhcp.agent.port_memo import (forget_unlisted, ip_key as _ip_key,
+                                       ip_text as _ip_text, kept, same_plan)
 from vdsm_dhcp.model import (DHCP_OWNER, HostEntry, InterfacePlan,
                              InvalidData, NetworkPlan, NotServed, ShardPlan,
                              namespace_name)
-from vdsm_dhcp.sources.validate import (shown_id, validate_network,
+from vdsm_dhcp.sources.validate import (owned, shown_id, validate_network,
                                         validate_port, validate_subnet)
 from vdsm_dhcp.untrusted import show
 
@@ -35,7 +37,7 @@ def default_hostname(ip):
 # -- planning, on typed values only ----------------------------------------
 
 def _port_entry(port, subnets):
-    """(HostEntry or None, [IP text]) of a valid port on these served
+    """(HostEntry or None, (IP key, ...)) of a valid port on these served
     subnets, or InvalidData naming the problem (also when dnsmasq's host
     line could not be rendered from it: it would never be written)."""
     addresses, ips, first_ip = [], [], None
@@ -55,16 +57,16 @@ def _port_entry(port, subnets):
             continue  # stateless/SLAAC: the client picks its address
         first_ip = first_ip or ip
         addresses.append(ip)
-        ips.append(str(ip))
+        ips.append(_ip_key(ip))
     if not addresses:
-        return None, []
+        return None, ()
     entry = HostEntry(port.id, port.mac, tuple(addresses),
                       port.dns_name or default_hostname(first_ip))
     try:
         host_lines(entry)
     except RenderError as e:
         raise InvalidData(str(e), port.mac) from None
-    return entry, ips
+    return entry, tuple(ips)
 
 
 def _order(raw):
@@ -75,14 +77,19 @@ def _order(raw):
             pid if isinstance(pid, str) else '')
 
 
-
-
-def _entry_or_error(raw, subnets):
+def _verdict(raw, subnets, key):
+    """What the planner keeps of a raw port (the memo's value, no Port):
+    (key,) for a valid port with no address on a served subnet, (key,
+    InvalidData), or (key, HostEntry, IP key, ...); key: its fingerprint
+    (None without a memo), as port_memo.kept keeps it."""
     try:
-        port = validate_port(raw)
-        return ('ok', port) + _port_entry(port, subnets)
+        entry, ips = _port_entry(validate_port(raw), subnets)
     except InvalidData as e:
-        return ('error', e)
+        return (key, e)
+    if entry is None:
+        return (key,)
+    key, entry = kept(key, entry)
+    return (key, entry) + ips
 
 
 def _dhcp_port_addresses(dhcp_port, subnets):
@@ -158,47 +165,48 @@ def _admit(raw_ports, served_ids, reserved, entries, fresh, memo,
         # a change to one port of 10,000 re-validates one port
         hit = entries.get(key) if key is not None else None
         if hit is None:
-            hit = _entry_or_error(raw, served_ids)
+            hit = _verdict(raw, served_ids, key)
         if key is not None:
-            fresh[key] = hit
-        if hit[0] == 'error':
-            skip(raw, hit[1], hit[1].mac)
+            fresh[hit[0]] = hit    # the key as first seen (see _verdict)
+        if len(hit) == 1:
+            continue               # nothing served
+        content = hit[1]
+        if type(content) is not HostEntry:
+            skip(raw, content, content.mac)
             continue
-        port, content, port_ips = hit[1:]
-        if content is None:
-            continue
-        if port.id in hosts:
+        pid, mac, port_ips = content.port_id, content.mac, hit[2:]
+        if pid in hosts:
             if not conflicts:
                 return None
-            skip(raw, 'port id %s is listed twice' % port.id, port.mac)
+            skip(raw, 'port id %s is listed twice' % pid, mac)
             continue
-        clash = port.mac if port.mac in reserved else None
+        clash = mac if mac in reserved else None
         for ip in port_ips:
             if clash is None and ip in reserved:
                 clash = ip
         if clash is not None:
             owner = reserved[clash]
-            skip(raw, '%s %s belongs to DHCP port %s (host %s)'
-                 % ('MAC' if clash == port.mac else 'IP', clash, owner.id,
-                    shown_id(owner.host)), port.mac)
+            what = ('MAC %s' % mac if clash == mac
+                    else 'IP %s' % _ip_text(clash))
+            skip(raw, '%s belongs to DHCP port %s (host %s)'
+                 % (what, owner.id, shown_id(owner.host)), mac)
             continue
-        if port.mac in macs:
+        if mac in macs:
             if not conflicts:
                 return None
-            skip(raw, 'MAC %s is also port %s' % (port.mac, macs[port.mac]),
-                 port.mac)
+            skip(raw, 'MAC %s is also port %s' % (mac, macs[mac]), mac)
             continue
         taken = [ip for ip in port_ips if ip in ips]
         if taken:
             if not conflicts:
                 return None
-            skip(raw, 'IP %s is also port %s' % (taken[0], ips[taken[0]]),
-                 port.mac)
+            skip(raw, 'IP %s is also port %s' % (_ip_text(taken[0]),
+                                                  ips[taken[0]]), mac)
             continue
-        hosts[port.id] = content
-        macs[port.mac] = port.id
+        hosts[pid] = content
+        macs[mac] = pid
         for ip in port_ips:
-            ips[ip] = port.id
+            ips[ip] = pid
     return hosts, macs, skipped, problems
 
 
@@ -243,7 +251,7 @@ def plan_network(listed, snapshot, bridges, host, memo=None,
             mine.append(port)
         reserved.setdefault(port.mac, port)
         for _, ip in port.fixed_ips:
-            reserved.setdefault(str(ip), port)
+            reserved.setdefault(_ip_key(ip), port)
     if dhcp_port is None:
         return NotServed(qid, name, dhcp_error or 'no DHCP port (device_owner '
                          '%s) bound to host %s' % (DHCP_OWNER, host),
@@ -261,7 +269,14 @@ def plan_network(listed, snapshot, bridges, host, memo=None,
     entries, fresh = {}, {}
     if memo is not None:
         old_key, old_entries = memo.get(qid, (None, {}))
-        entries = old_entries if old_key == subnets_key else {}
+        if old_key == subnets_key:
+            entries = old_entries
+            # the objects made in an earlier round, not equal new ones:
+            # what outlives a round is best made before the document
+            # that is alive now (see file source, _listed)
+            subnets_key = old_key
+            served_ids = dict(old_key)
+            served = [served_ids[s.id] for s in served]
     vm_ports = [r for r in raw_ports if r.get('device_owner') != DHCP_OWNER]
     # The first created wins a conflict (a MAC, an IP or an id twice), so
     # the order matters only when there is one: the IPAM's order first
@@ -275,9 +290,11 @@ def plan_network(listed, snapshot, bridges, host, memo=None,
     hosts, macs, skipped, admit_problems = admitted
     problems.extend(admit_problems)
     if memo is not None:
+        if fresh.keys() == entries.keys():
+            fresh = entries     # every port as it was
         memo[qid] = (subnets_key, fresh)    # forget ports that are gone
-    interface = InterfacePlan(namespace_name(qid), name, dhcp_port.mac,
-                              tuple(addresses))
+    interface = InterfacePlan(namespace_name(qid), name,
+                              owned(dhcp_port.mac), tuple(addresses))
     plan = NetworkPlan(
         quantum_id=qid, name=name, mtu=net.mtu, interface=interface,
         subnets=tuple(sorted(served, key=lambda s: s.id)),
@@ -312,8 +329,9 @@ def compute(listed_networks, snapshot, bridges, host, memo=None,
     for listed in listed_networks:
         qid = listed.quantum_id
         try:
-            plans[qid] = plan_network(listed, snapshot, bridges, host, memo,
-                                      shard_size)
+            plan = plan_network(listed, snapshot, bridges, host, memo,
+                                shard_size)
+            plans[qid] = same_plan(memo, qid, plan)
             _last_failure.pop(qid, None)
         except Exception as e:     # a rule this module lacks: one network
             reason = 'the IPAM data of this network cannot be planned ' \
@@ -325,5 +343,7 @@ def compute(listed_networks, snapshot, bridges, host, memo=None,
             if memo is not None:
                 memo.pop(qid, None)
                 memo.pop(('shards', qid), None)
+                memo.pop(('plan', qid), None)
             plans[qid] = NotServed(qid, listed.name, reason)
+    forget_unlisted(memo, plans)
     return plans

@@ -269,6 +269,8 @@ class Agent(Queries, Gate, Adoption):
         present = bridges.present({n.name for n in self.listed})
         plans = desired.compute(self.listed, snap, present, self.conf.host,
                                 self.plan_memo, self.conf.dnsmasq.shard_size)
+        fetch_errors = snap.errors
+        del snap     # the parsed document: freed while networks are applied
         with self._lock:
             self.plans = plans
         # shards add dnsmasq (one inotify instance each) as networks grow
@@ -279,7 +281,7 @@ class Agent(Queries, Gate, Adoption):
         for qid, plan in plans.items():
             runtime = self.runtimes.get(qid)
             if not plan.served:
-                if runtime is not None and qid in snap.errors:
+                if runtime is not None and qid in fetch_errors:
                     continue   # not fetched this time: dnsmasq keeps serving
                 if runtime is not None:
                     self._teardown(qid, plan.reason)

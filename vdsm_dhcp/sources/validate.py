@@ -6,6 +6,7 @@ alphabet, addresses are parsed by ipaddress and rendered back
 canonically, the MTU is an int in range.
 """
 import ipaddress
+import sys
 
 from vdsm_dhcp.model import (HOST_LABEL, MAC, MAX_DNS_SERVERS,
                              MAX_FIXED_IPS, MAX_HOST_ROUTES, MAX_MTU,
@@ -13,6 +14,20 @@ from vdsm_dhcp.model import (HOST_LABEL, MAC, MAX_DNS_SERVERS,
                              STATEFUL, STATELESS, InvalidData, NetworkInfo,
                              Port, RESERVED_ID_PREFIX, SubnetPlan)
 from vdsm_dhcp.untrusted import show
+
+
+def owned(text):
+    """A copy of a string of the document. What outlives a round must not
+    hold the document's own strings: one of them keeps the pool and the
+    1 MB arena it was parsed into resident after the rest of the document
+    is freed."""
+    return ''.join((text, ''))
+
+
+def shared(text):
+    """owned(), one object per distinct value: for the few values that
+    thousands of resources repeat (subnet ids, owners, hosts)."""
+    return sys.intern(owned(text))
 
 
 def normalize_mac(value):
@@ -101,6 +116,8 @@ def validate_network(raw):
         problems = ('network mtu %s is not an integer %d-%d: no MTU option '
                     'is sent' % (show(mtu), MIN_MTU, MAX_MTU),)
         mtu = None
+    elif mtu is not None:
+        mtu = int(str(mtu))     # not the document's object (see owned)
     return NetworkInfo(nid, admin, mtu, problems)
 
 
@@ -157,7 +174,8 @@ def _subnet(sid, raw):
         elif not isinstance(mode, str) or mode not in (STATEFUL, STATELESS,
                                                         SLAAC):
             raise InvalidData('unknown ipv6_address_mode %s' % show(mode))
-    return SubnetPlan(id=sid, cidr=str(net), ip_version=version,
+        mode = shared(mode)
+    return SubnetPlan(id=shared(sid), cidr=str(net), ip_version=version,
                       gateway=str(gateway) if gateway else None, dns=dns,
                       host_routes=tuple(routes), ipv6_address_mode=mode)
 
