@@ -291,34 +291,17 @@ class VM:
         return read_env(self.out)
 
     def offers(self, wait=3.0):
-        """Broadcast one DHCPDISCOVER from this VM's MAC and collect every
+        """Broadcast a DHCPDISCOVER from this VM's MAC (again every 0.5 s,
+        as a client retransmits) and collect every
         DHCPOFFER that comes within `wait` s: [(server id, offered IP)]
         sorted. Unlike a client, which takes the first offer, this sees
         each server that answers (dnsmasq logs no offers: --quiet-dhcp)."""
         xid = int.from_bytes(os.urandom(4), 'big')
-        chaddr = bytes.fromhex(self.mac.replace(':', ''))
-        discover = (struct.pack('!BBBBIHH4s4s4s4s16s192sI', 1, 1, 6, 0, xid,
-                                0, 0x8000,   # answer by broadcast: no IP yet
-                                bytes(4), bytes(4), bytes(4), bytes(4),
-                                chaddr.ljust(16, b'\0'), bytes(192),
-                                0x63825363) +
-                    bytes([53, 1, 1, 255]))            # DHCPDISCOVER, end
-        sock = netns.create_socket(self.ns, socket.AF_INET, socket.SOCK_DGRAM)
-        found = set()
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                            b'eth0')
-            sock.bind(('0.0.0.0', 68))
-            for reply in _exchange(sock, discover,
-                                   ('255.255.255.255', 67), wait):
-                offer = _parse_offer(reply, xid)
-                if offer:
-                    found.add(offer)
-        finally:
-            sock.close()
-        return sorted(found)
+        # DHCPDISCOVER, answered by broadcast: no IP yet
+        discover = _bootrequest(xid, self.mac, 1, flags=0x8000)
+        return sorted({offer for offer in (
+            _parse_offer(reply, xid) for reply in self._exchange(
+                discover, '255.255.255.255', wait)) if offer})
 
     def request(self, ip, server=None, prefix=24, wait=3.0):
         """A bound client's DHCPREQUEST for its address `ip` (ciaddr): a
@@ -333,33 +316,40 @@ class VM:
                        for a in ns.get_addr(index=index, family=2)):
                 ns.addr('add', index=index, address=ip, prefixlen=prefix)
         xid = int.from_bytes(os.urandom(4), 'big')
-        chaddr = bytes.fromhex(self.mac.replace(':', ''))
-        packet = (struct.pack('!BBBBIHH4s4s4s4s16s192sI', 1, 1, 6, 0, xid,
-                              0, 0, socket.inet_aton(ip), bytes(4),
-                              bytes(4), bytes(4), chaddr.ljust(16, b'\0'),
-                              bytes(192), 0x63825363) +
-                  bytes([53, 1, 3, 255]))           # DHCPREQUEST, end
+        packet = _bootrequest(xid, self.mac, 3, ciaddr=ip)   # DHCPREQUEST
+        return sorted({answer for answer in (
+            _parse_reply(reply, xid) for reply in self._exchange(
+                packet, server or '255.255.255.255', wait))
+            if answer and answer[1] in (5, 6)})
+
+    def _exchange(self, packet, to, wait):
+        """Send a DHCP packet from port 68 of eth0 to port 67 of `to`,
+        and yield the replies that come within `wait` s (see _exchange)."""
         sock = netns.create_socket(self.ns, socket.AF_INET, socket.SOCK_DGRAM)
-        found = set()
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                             b'eth0')
             sock.bind(('0.0.0.0', 68))
-            for reply in _exchange(sock, packet,
-                                   (server or '255.255.255.255', 67), wait):
-                answer = _parse_reply(reply, xid)
-                if answer and answer[1] in (5, 6):
-                    found.add(answer)
+            yield from _exchange(sock, packet, (to, 67), wait)
         finally:
             sock.close()
-        return sorted(found)
 
     def discovered(self):
         """The last dhcp() did broadcast a DISCOVER: "no lease" then means
         nobody answered, not that the client never ran."""
         return 'broadcasting discover' in self.udhcpc_output
+
+
+def _bootrequest(xid, mac, message_type, flags=0, ciaddr='0.0.0.0'):
+    """A BOOTREQUEST of this DHCP message type, with no option else."""
+    chaddr = bytes.fromhex(mac.replace(':', ''))
+    return (struct.pack('!BBBBIHH4s4s4s4s16s192sI', 1, 1, 6, 0, xid, 0,
+                        flags, socket.inet_aton(ciaddr), bytes(4), bytes(4),
+                        bytes(4), chaddr.ljust(16, b'\0'), bytes(192),
+                        0x63825363) +
+            bytes([53, 1, message_type, 255]))
 
 
 def _exchange(sock, packet, to, wait, every=0.5):

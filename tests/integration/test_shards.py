@@ -71,12 +71,19 @@ def all_loaded(agent, hosts):
         and st
 
 
-def test_sharded_network_serves_every_host_from_its_shard(host, lab):
+def served(host, lab):
+    """A network of 6 hosts over 3 shards, all loaded: (network, subnet,
+    VM ports, agent, its status of the network)."""
     sharded_host(host)
     net, sub, ports = sharded_network(host, lab)
     host.networks(('red', net['id']))
     agent = host.agent()
     st = wait_for(lambda: all_loaded(agent, 6), what='6 hosts loaded')
+    return net, sub, ports, agent, st
+
+
+def test_sharded_network_serves_every_host_from_its_shard(host, lab):
+    net, sub, ports, agent, st = served(host, lab)
     dhcp = dhcp_ports_of(host.ipam)
     # three dnsmasq, each in its own namespace with its own DHCP port's
     # address; the first is the network's own, as for a small network
@@ -178,11 +185,7 @@ def lease_macs(conf, unit):
 
 
 def test_removal_from_a_shard_stops_that_mac_only(host, lab):
-    sharded_host(host)
-    net, sub, ports = sharded_network(host, lab)
-    host.networks(('red', net['id']))
-    agent = host.agent()
-    st = wait_for(lambda: all_loaded(agent, 6), what='6 hosts loaded')
+    net, sub, ports, agent, st = served(host, lab)
     dhcp = dhcp_ports_of(host.ipam)
     gone = ports[0]
     server = server_of(gone, dhcp)
@@ -300,11 +303,7 @@ def test_two_hosts_fail_over_a_sharded_network(host, lab, request):
 
 
 def test_restart_adopts_every_shard_and_drops_unneeded_ones(host, lab):
-    sharded_host(host)
-    net, sub, ports = sharded_network(host, lab)
-    host.networks(('red', net['id']))
-    agent = host.agent()
-    st = wait_for(lambda: all_loaded(agent, 6), what='6 hosts loaded')
+    net, sub, ports, agent, st = served(host, lab)
     pids = {s['unit']: s['dnsmasq_pid'] for s in st['shards']}
     agent.stop()
     # every shard's dnsmasq kept serving while no agent ran
