@@ -168,16 +168,19 @@ def test_release_packet_is_what_dhcp_release_sends():
     assert data[240:] == bytes([53, 1, 7, 54, 4, 10, 0, 0, 2, 255])
 
 
-def test_gone_leases_are_removed_and_readdressed_ones():
+def test_removed_entries_and_the_leases_to_release():
     ip = ipaddress.ip_address
     a = HostEntry('a', 'fa:16:3e:00:00:0a', (ip('10.0.0.10'),), 'a')
     b = HostEntry('b', 'fa:16:3e:00:00:0b', (ip('10.0.0.11'),), 'b')
     b2 = HostEntry('b', 'fa:16:3e:00:00:0b', (ip('10.0.0.12'),), 'b')
     written = {'a': ('a', a), 'b': ('b', b), 'x': ('f', 'stale text')}
-    assert release.gone_leases(written, {'a': a, 'b': b}) == []
-    assert release.gone_leases(written, {'b': b2}) == [
-        ('fa:16:3e:00:00:0a', ip('10.0.0.10')),
-        ('fa:16:3e:00:00:0b', ip('10.0.0.11'))]
+    assert release.removed(written, {'a': a, 'b': b}) == ({}, [])
+    # a gone: its MAC dropped and its lease released; b readdressed: only
+    # its old lease (dnsmasq still knows its MAC)
+    assert release.removed(written, {'b': b2}) == (
+        {'a': 'fa:16:3e:00:00:0a'},
+        [('fa:16:3e:00:00:0a', ip('10.0.0.10')),
+         ('fa:16:3e:00:00:0b', ip('10.0.0.11'))])
     assert release.server_for(ip('10.0.0.10'), ('2001:db8::2/64',
                                                 '10.0.0.2/24')) == \
         ip('10.0.0.2')

@@ -71,8 +71,7 @@ class Adoption:
             runtime = NetworkRuntime(self.conf, qid, self._lock)
             # a shard's dnsmasq without its network's first one is
             # adopted too: the first apply sorts out what is still needed
-            runtime.adopt(units.get(qid, ()))
-            if any(dm.pid for dm in runtime.units.values()):
+            if runtime.adopt(units.get(qid, ())):
                 with self._lock:
                     self.runtimes[qid] = runtime
         if not self._list_read:

@@ -105,7 +105,7 @@ class Queries:
                 if runtime.error and not entry['reason']:
                     entry['reason'] = runtime.error
                 if leases:
-                    entry['leases'] = self._lease_count(units)
+                    entry['leases'] = _lease_count(runtime)
             networks.append(entry)
         return {
             'pid': os.getpid(), 'host': self.conf.host,
@@ -152,7 +152,7 @@ class Queries:
                 answer['shard'] = unit
             answer['verdict'] = (
                 'served: loaded by dnsmasq pid %s%s' % (
-                    (runtime.dnsmasq_of(port_id, plan) or runtime.dnsmasq).pid,
+                    runtime.dnsmasq_of(port_id, plan).pid,
                     ' (shard %s)' % unit if plan.sharded else '')
                 if loaded else 'known to the IPAM, not yet loaded by '
                 'dnsmasq' + (' (written, waiting for dnsmasq to read it)'
@@ -190,38 +190,47 @@ class Queries:
         return {'network': net.name, 'quantumId': net.quantum_id,
                 'hosts': entries}
 
-    def _lease_count(self, units):
-        try:
-            return sum(len(leasefile.read(dm.files.leases)[0])
-                       for dm in units.values())
-        except OSError:
-            return None
-
     def leases(self, network):
         """dnsmasq's leases of a network (the CLI asks: it never reads the
         agent's files); lines that do not parse are counted, not fatal."""
         net = self._listed(network)
         with self._lock:
             runtime = self.runtimes.get(net.quantum_id)
-        units = list(runtime.units) if runtime else [net.quantum_id]
-        leases, unparsed = [], 0
-        for unit in units:
-            path = Files(self.conf.state_dir, unit).leases
-            try:
-                some, bad = leasefile.read(path)
-            except FileNotFoundError:
-                if unit != net.quantum_id:
-                    continue      # a shard not started yet
-                raise control.ControlError(
-                    'cannot read the leases of %s: no lease file (%s)'
-                    % (net.name, path)) from None
-            except OSError as e:
-                raise control.ControlError('cannot read the leases of %s: %s'
-                                           % (net.name, e.strerror or e))
-            leases.extend(some)
-            unparsed += bad
+        paths = [dm.files.leases for dm in runtime.units.values()] \
+            if runtime else [Files(self.conf.state_dir,
+                                   net.quantum_id).leases]
+        try:
+            leases, unparsed = _read_leases(paths)
+        except OSError as e:
+            raise control.ControlError('cannot read the leases of %s: %s'
+                                       % (net.name, e.strerror or e))
         return {'network': net.name, 'quantumId': net.quantum_id,
                 'leases': leases, 'unparsed_lines': unparsed}
+
+
+def _read_leases(paths):
+    """(leases, lines not parsed) of these lease files (a network's, one
+    per shard); a shard's file not made yet holds none. OSError when the
+    first (the network's own) cannot be read."""
+    leases, unparsed = [], 0
+    for n, path in enumerate(paths):
+        try:
+            some, bad = leasefile.read(path)
+        except FileNotFoundError:
+            if n:
+                continue          # a shard not started yet
+            raise
+        leases.extend(some)
+        unparsed += bad
+    return leases, unparsed
+
+
+def _lease_count(runtime):
+    try:
+        return len(_read_leases([dm.files.leases for dm in
+                                 runtime.units.values()])[0])
+    except OSError:
+        return None
 
 
 def _shards(units, plan):

@@ -70,15 +70,17 @@ class NetworkRuntime:
 
     def adopt(self, units):
         """Take over the running dnsmasq of these unit ids (this network's
-        and its shards', found by their state dirs). True when the first
-        shard's was adopted."""
+        and its shards', found by their state dirs). True when one was
+        adopted."""
         adopted = dict(self.units)
+        found = False
         for unit in units:
             dm = adopted.get(unit) or Dnsmasq(self.conf, unit)
             if dm.adopt():
                 adopted[unit] = dm
+                found = True
         self.units = adopted
-        return self.dnsmasq.adopted
+        return found
 
     # -- what the queries ask --------------------------------------------
     def alive(self):
@@ -180,13 +182,12 @@ class NetworkRuntime:
             reload = dm.sync_hosts(shard.hosts)
             reload |= dm.sync_opts(dnsmasq_conf.opts_content(plan))
             if reload:
-                # answered until dnsmasq says it re-read: see gone()
-                dm.tracker.expect_gone(release.removed_macs(before,
-                                                            shard.hosts))
+                macs, leases = release.removed(before, shard.hosts)
+                # answered until dnsmasq says it re-read (gate.gone)
+                dm.tracker.expect_gone(macs)
                 dm.signal(signal.SIGHUP)
                 dm.reloads += 1
-                self._release(plan, shard,
-                              release.gone_leases(before, shard.hosts))
+                self._release(plan, shard, leases)
         else:
             if dm.alive():
                 log.info('network %s: dnsmasq command line changed; '
@@ -271,14 +272,14 @@ class NetworkRuntime:
                   extra=logs.network(self.quantum_id))
 
 
-def teardown(conf, driver, quantum_id, runtime=None, reason='', units=()):
-    """Stop the network's dnsmasq, every shard's (ours, or found by their
-    files: `units`), and remove their files and namespaces."""
+def teardown(conf, driver, quantum_id, runtime=None, reason=''):
+    """Stop the network's dnsmasq, every shard's (the runtime's; without
+    one, the network's own, found by its files), and remove their files
+    and namespaces."""
     log.info('network %s: tearing down (%s)', quantum_id, reason,
              extra=logs.network(quantum_id))
-    found = dict(runtime.units) if runtime else {}
-    for unit in {quantum_id, *units} - set(found):
-        found[unit] = Dnsmasq(conf, unit)
+    found = dict(runtime.units) if runtime else {
+        quantum_id: Dnsmasq(conf, quantum_id)}
     for unit, dm in sorted(found.items()):
         if not dm.pid:
             dm.adopt()

@@ -192,10 +192,6 @@ class LoadTracker(LogRotation):
         with self._lock:
             return any(m == mac for m, _ in self._removing.values())
 
-    def removals_pending(self):
-        with self._lock:
-            return len(self._removing)
-
     def forget_removals(self):
         """A new dnsmasq: it never had them."""
         with self._lock:

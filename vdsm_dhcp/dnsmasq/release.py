@@ -40,35 +40,26 @@ def release_packet(mac, ip, server, xid=None):
     return header + MAGIC_COOKIE + options
 
 
-def gone_leases(written, hosts):
-    """(mac, IPv4 address) pairs a dnsmasq may lease that `hosts` (port id
-    -> HostEntry, what it serves now) no longer gives that MAC: the
-    entries of `written` (port id -> (file, HostEntry or text)) removed or
-    changed (pure)."""
-    gone = []
+def removed(written, hosts):
+    """What a dnsmasq had (`written`: port id -> (file, HostEntry or
+    text)) that `hosts` (port id -> HostEntry, what it serves now) takes
+    away, in one pass (pure): (port id -> MAC of the entries gone or now
+    with another MAC, [(MAC, IPv4 address) no longer given to that MAC]:
+    the leases to release)."""
+    macs, leases = {}, []
     for port_id, (_, entry) in written.items():
         if not isinstance(entry, HostEntry):
             continue
         now = hosts.get(port_id)
         if now == entry:
             continue
-        kept = set(now.ips) if now is not None and now.mac == entry.mac \
-            else set()
-        gone.extend((entry.mac, ip) for ip in entry.ips
-                    if ip.version == 4 and ip not in kept)
-    return gone
-
-
-def removed_macs(written, hosts):
-    """port id -> MAC of the entries of `written` that `hosts` no longer
-    holds, or holds with another MAC (pure)."""
-    gone = {}
-    for port_id, (_, entry) in written.items():
-        if isinstance(entry, HostEntry):
-            now = hosts.get(port_id)
-            if now is None or now.mac != entry.mac:
-                gone[port_id] = entry.mac
-    return gone
+        same_mac = now is not None and now.mac == entry.mac
+        if not same_mac:
+            macs[port_id] = entry.mac
+        kept = set(now.ips) if same_mac else ()
+        leases.extend((entry.mac, ip) for ip in entry.ips
+                      if ip.version == 4 and ip not in kept)
+    return macs, leases
 
 
 def server_for(ip, addresses):
